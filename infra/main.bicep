@@ -1,0 +1,286 @@
+// stylefleet on Azure: two storage accounts, Service Bus, the Event Grid trigger, the Functions
+// app (splitter, aggregator), the GPU worker fleet, identities, roles and monitoring.
+// Deploy into a resource group; infra/README.md walks through it.
+
+targetScope = 'resourceGroup'
+
+@description('Lowercase letters and digits, 3 to 10 characters: the start of every resource name.')
+@minLength(3)
+@maxLength(10)
+param prefix string = 'stylefleet'
+
+@description('Region of every resource; it must offer Flex Consumption and Container Apps serverless GPUs.')
+param location string = resourceGroup().location
+
+@description('Worker image in the registry as repository:tag (stylefleet-worker:cuda-0.1.0). Empty on the first deployment, before the image is pushed: the worker app is then not created.')
+param workerImage string = ''
+
+@description('Where workers run: a serverless T4 or A100 GPU, or CPU-only consumption replicas (slow; for regions or quotas without GPUs).')
+@allowed([
+  'gpu-t4'
+  'gpu-a100'
+  'cpu'
+])
+param workerCompute string = 'gpu-t4'
+
+@description('Most worker replicas at once; each holds one GPU. Bounds the bill under a flood of uploads.')
+@minValue(1)
+@maxValue(100)
+param maxWorkers int = 10
+
+@description('Waiting batches per worker replica (KEDA messageCount).')
+@minValue(1)
+@maxValue(100)
+param batchesPerWorker int = 4
+
+@description('Waiting batches that wake the first worker from zero (KEDA activationMessageCount); 0 wakes on the first one.')
+@minValue(0)
+@maxValue(100)
+param activationBatches int = 0
+
+@description('Seconds a stopping worker may spend finishing its batch; it must cover one batch on the chosen compute.')
+@minValue(30)
+@maxValue(570)
+param batchGraceSeconds int = 240
+
+@description('Create the Event Grid subscription that calls the splitter. Leave false until the functions package is published: Event Grid checks that the function exists.')
+param subscribeSplitter bool = false
+
+@description('Object id of the operator (user, group or service principal) who mints SAS URLs, replays dead letters and reads logs; empty grants nobody.')
+param operatorPrincipalId string = ''
+
+@description('Kind of the operator principal.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param operatorPrincipalType string = 'User'
+
+@description('Public IP ranges (CIDR) from which operators read the system account; the compute subnets and trusted Azure services are always admitted.')
+param operatorIpRanges array = []
+
+@description('Days deleted blobs and containers stay recoverable.')
+@minValue(1)
+@maxValue(365)
+param softDeleteDays int = 7
+
+@description('Days the intermediate files of a job (jobs/) are kept.')
+@minValue(1)
+param jobRetentionDays int = 30
+
+@description('Days logs are kept in Log Analytics and in the system account.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('Tags for every resource.')
+param tags object = {
+  application: 'stylefleet'
+}
+
+var suffix = uniqueString(resourceGroup().id, prefix)
+
+// Storage account and registry names allow lowercase letters and digits only.
+var compactPrefix = toLower(prefix)
+
+var names = {
+  dataAccount: take('${compactPrefix}data${suffix}', 24)
+  systemAccount: take('${compactPrefix}sys${suffix}', 24)
+  serviceBus: '${prefix}-bus-${suffix}'
+  registry: take('${compactPrefix}acr${suffix}', 50)
+  workspace: '${prefix}-logs-${suffix}'
+  insights: '${prefix}-insights-${suffix}'
+  vnet: '${prefix}-vnet'
+  environment: '${prefix}-env'
+  worker: '${prefix}-worker'
+  plan: '${prefix}-plan-${suffix}'
+  functionApp: '${prefix}-fn-${suffix}'
+  topic: '${prefix}-data-events'
+}
+
+module network 'modules/network.bicep' = {
+  name: 'network'
+  params: {
+    location: location
+    name: names.vnet
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    location: location
+    workspaceName: names.workspace
+    insightsName: names.insights
+    retentionDays: logRetentionDays
+    tags: tags
+  }
+}
+
+module identities 'modules/identities.bicep' = {
+  name: 'identities'
+  params: {
+    location: location
+    prefix: prefix
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    location: location
+    dataAccountName: names.dataAccount
+    systemAccountName: names.systemAccount
+    computeSubnetIds: [
+      network.outputs.workersSubnetId
+      network.outputs.functionsSubnetId
+    ]
+    operatorIpRanges: operatorIpRanges
+    softDeleteDays: softDeleteDays
+    jobRetentionDays: jobRetentionDays
+    logRetentionDays: logRetentionDays
+    workspaceId: monitoring.outputs.workspaceId
+    tags: tags
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = {
+  name: 'service-bus'
+  params: {
+    location: location
+    namespaceName: names.serviceBus
+    workspaceId: monitoring.outputs.workspaceId
+    tags: tags
+  }
+}
+
+module registry 'modules/registry.bicep' = {
+  name: 'registry'
+  params: {
+    location: location
+    registryName: names.registry
+    workspaceId: monitoring.outputs.workspaceId
+    tags: tags
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  params: {
+    dataAccountName: storage.outputs.dataAccountName
+    systemAccountName: storage.outputs.systemAccountName
+    namespaceName: serviceBus.outputs.namespaceName
+    registryName: registry.outputs.registryName
+    insightsName: monitoring.outputs.insightsName
+    principalIds: identities.outputs.principalIds
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
+  }
+}
+
+module functions 'modules/functions.bicep' = {
+  name: 'functions'
+  params: {
+    location: location
+    planName: names.plan
+    appName: names.functionApp
+    identityId: identities.outputs.ids.functions
+    identityClientId: identities.outputs.clientIds.functions
+    dataAccountName: storage.outputs.dataAccountName
+    systemAccountName: storage.outputs.systemAccountName
+    namespaceName: serviceBus.outputs.namespaceName
+    insightsName: monitoring.outputs.insightsName
+    workspaceId: monitoring.outputs.workspaceId
+    subnetId: network.outputs.functionsSubnetId
+    tags: tags
+  }
+  // The host must find its storage and queues authorised when it first starts.
+  dependsOn: [
+    roles
+  ]
+}
+
+module workers 'modules/workers.bicep' = {
+  name: 'workers'
+  params: {
+    location: location
+    environmentName: names.environment
+    appName: names.worker
+    subnetId: network.outputs.workersSubnetId
+    workerImage: workerImage
+    registryLoginServer: registry.outputs.loginServer
+    workerCompute: workerCompute
+    maxWorkers: maxWorkers
+    batchesPerWorker: batchesPerWorker
+    activationBatches: activationBatches
+    batchGraceSeconds: batchGraceSeconds
+    workerIdentityId: identities.outputs.ids.worker
+    workerIdentityClientId: identities.outputs.clientIds.worker
+    scalerIdentityId: identities.outputs.ids.scaler
+    pullIdentityId: identities.outputs.ids.pull
+    dataAccountName: storage.outputs.dataAccountName
+    systemAccountName: storage.outputs.systemAccountName
+    namespaceName: serviceBus.outputs.namespaceName
+    workspaceId: monitoring.outputs.workspaceId
+    systemAccountId: storage.outputs.systemAccountId
+    tags: tags
+  }
+  // Image pull and KEDA both need their roles before the first revision starts.
+  dependsOn: [
+    roles
+  ]
+}
+
+module events 'modules/events.bicep' = {
+  name: 'events'
+  params: {
+    location: location
+    topicName: names.topic
+    dataAccountId: storage.outputs.dataAccountId
+    systemAccountId: storage.outputs.systemAccountId
+    identityId: identities.outputs.ids.events
+    functionAppId: functions.outputs.appId
+    subscribe: subscribeSplitter
+    workspaceId: monitoring.outputs.workspaceId
+    tags: tags
+  }
+  dependsOn: [
+    roles
+  ]
+}
+
+@description('STYLEFLEET_STORE: the data account URL.')
+output storeUrl string = 'https://${storage.outputs.dataAccountName}.blob.${environment().suffixes.storage}'
+
+@description('STYLEFLEET_LOG_STORE: the system account URL.')
+output logStoreUrl string = 'https://${storage.outputs.systemAccountName}.blob.${environment().suffixes.storage}'
+
+@description('STYLEFLEET_QUEUE: the Service Bus namespace.')
+output queueUrl string = 'servicebus://${serviceBus.outputs.namespaceName}.servicebus.windows.net'
+
+@description('Name of the data account.')
+output dataAccountName string = storage.outputs.dataAccountName
+
+@description('Name of the system account.')
+output systemAccountName string = storage.outputs.systemAccountName
+
+@description('Name of the Service Bus namespace.')
+output serviceBusNamespace string = serviceBus.outputs.namespaceName
+
+@description('Name of the container registry (for az acr build).')
+output registryName string = registry.outputs.registryName
+
+@description('Name of the function app (for publishing the handler).')
+output functionAppName string = functions.outputs.appName
+
+@description('Name of the Container Apps environment.')
+output environmentName string = workers.outputs.environmentName
+
+@description('Name of the worker app; empty until workerImage is given.')
+output workerAppName string = workers.outputs.appName
+
+@description('Name of the Log Analytics workspace.')
+output workspaceName string = names.workspace

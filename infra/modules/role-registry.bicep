@@ -1,0 +1,24 @@
+// One role assignment on the container registry (AcrPull for the image-pull identity).
+
+@description('Container registry the role is granted on.')
+param registryName string
+
+@description('Principal (object) id that receives the role.')
+param principalId string
+
+@description('Id (GUID) of the built-in role definition.')
+param roleId string
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: registryName
+}
+
+resource assignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(registry.id, principalId, roleId)
+  scope: registry
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+  }
+}

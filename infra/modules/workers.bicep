@@ -1,0 +1,317 @@
+// The GPU workers: a Container Apps environment with a serverless GPU workload profile, and
+// the worker app that KEDA scales on the length of the batches queue, from zero.
+
+@description('Region of the environment.')
+param location string
+
+@description('Name of the Container Apps environment.')
+param environmentName string
+
+@description('Name of the worker container app.')
+param appName string
+
+@description('Subnet of the environment (delegated to Microsoft.App/environments).')
+param subnetId string
+
+@description('Worker image as repository:tag in the registry; empty creates the environment only.')
+param workerImage string
+
+@description('Login server of the registry, e.g. name.azurecr.io.')
+param registryLoginServer string
+
+@description('Where workers run: a serverless T4 or A100 GPU, or CPU-only consumption.')
+@allowed([
+  'gpu-t4'
+  'gpu-a100'
+  'cpu'
+])
+param workerCompute string
+
+@description('Most worker replicas at once.')
+@minValue(1)
+@maxValue(100)
+param maxWorkers int = 10
+
+@description('Waiting batches per replica (KEDA messageCount).')
+@minValue(1)
+@maxValue(100)
+param batchesPerWorker int = 4
+
+@description('Waiting batches that wake the first replica from zero (KEDA activationMessageCount).')
+@minValue(0)
+@maxValue(100)
+param activationBatches int = 0
+
+@description('Seconds a stopping worker may spend finishing its batch (STYLEFLEET_SHUTDOWN_GRACE_SECS).')
+@minValue(30)
+@maxValue(570)
+param batchGraceSeconds int = 240
+
+@description('Resource id of the worker identity (the only one the code can use).')
+param workerIdentityId string
+
+@description('Client id of the worker identity.')
+param workerIdentityClientId string
+
+@description('Resource id of the scaler identity (KEDA only).')
+param scalerIdentityId string
+
+@description('Resource id of the image-pull identity (platform only).')
+param pullIdentityId string
+
+@description('Name of the data account.')
+param dataAccountName string
+
+@description('Name of the system account.')
+param systemAccountName string
+
+@description('Name of the Service Bus namespace.')
+param namespaceName string
+
+@description('Log Analytics workspace for console and system logs.')
+param workspaceId string
+
+@description('Resource id of the system account, where logs are archived.')
+param systemAccountId string
+
+@description('RUST_LOG filter for the worker.')
+param rustLog string = 'info'
+
+@description('Tags for every resource.')
+param tags object
+
+var storageSuffix = environment().suffixes.storage
+
+// A replica takes a whole GPU (the serverless GPU profiles give one per replica); CPU workers
+// take the largest consumption replica.
+var computeProfiles = {
+  'gpu-t4': {
+    profileName: 'gpu'
+    profileType: 'Consumption-GPU-NC8as-T4'
+    cpu: 8
+    memory: '56Gi'
+    device: 'cuda'
+  }
+  'gpu-a100': {
+    profileName: 'gpu'
+    profileType: 'Consumption-GPU-NC24-A100'
+    cpu: 24
+    memory: '220Gi'
+    device: 'cuda'
+  }
+  cpu: {
+    profileName: 'Consumption'
+    profileType: 'Consumption'
+    cpu: 4
+    memory: '8Gi'
+    device: 'cpu'
+  }
+}
+
+var compute = computeProfiles[workerCompute]
+
+var consumptionProfile = {
+  name: 'Consumption'
+  workloadProfileType: 'Consumption'
+}
+
+var workloadProfiles = workerCompute == 'cpu' ? [
+  consumptionProfile
+] : [
+  consumptionProfile
+  {
+    name: compute.profileName
+    workloadProfileType: compute.profileType
+  }
+]
+
+// Kubernetes may kill a replica this long after SIGTERM: the batch grace plus time to abandon
+// an unfinished message and flush logs. Container Apps caps it at 600 seconds.
+var terminationGraceSeconds = batchGraceSeconds + 30
+
+resource managedEnvironment 'Microsoft.App/managedEnvironments@2025-01-01' = {
+  name: environmentName
+  location: location
+  tags: tags
+  properties: {
+    // Logs go through the diagnostic setting below (Log Analytics and the system account),
+    // so the environment holds no workspace key.
+    appLogsConfiguration: {
+      destination: 'azure-monitor'
+    }
+    vnetConfiguration: {
+      infrastructureSubnetId: subnetId
+      // No ingress anywhere: workers pull work from Service Bus, nothing calls them.
+      internal: true
+    }
+    workloadProfiles: workloadProfiles
+    peerTrafficConfiguration: {
+      encryption: {
+        enabled: true
+      }
+    }
+    zoneRedundant: false
+  }
+}
+
+resource environmentLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'logs'
+  scope: managedEnvironment
+  properties: {
+    workspaceId: workspaceId
+    storageAccountId: systemAccountId
+    logs: [
+      {
+        category: 'ContainerAppConsoleLogs'
+        enabled: true
+      }
+      {
+        category: 'ContainerAppSystemLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource worker 'Microsoft.App/containerApps@2025-01-01' = if (!empty(workerImage)) {
+  name: appName
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${workerIdentityId}': {}
+      '${scalerIdentityId}': {}
+      '${pullIdentityId}': {}
+    }
+  }
+  properties: {
+    environmentId: managedEnvironment.id
+    workloadProfileName: compute.profileName
+    configuration: {
+      activeRevisionsMode: 'Single'
+      registries: [
+        {
+          server: registryLoginServer
+          identity: pullIdentityId
+        }
+      ]
+      // Only the worker identity reaches the container; the scaler (Manage on batches) and the
+      // pull identity serve the platform alone.
+      identitySettings: [
+        {
+          identity: workerIdentityId
+          lifecycle: 'Main'
+        }
+        {
+          identity: scalerIdentityId
+          lifecycle: 'None'
+        }
+        {
+          identity: pullIdentityId
+          lifecycle: 'None'
+        }
+      ]
+    }
+    template: {
+      terminationGracePeriodSeconds: terminationGraceSeconds
+      containers: [
+        {
+          name: 'worker'
+          image: '${registryLoginServer}/${workerImage}'
+          resources: {
+            cpu: compute.cpu
+            memory: compute.memory
+          }
+          env: [
+            {
+              name: 'STYLEFLEET_STORE'
+              value: 'https://${dataAccountName}.blob.${storageSuffix}'
+            }
+            {
+              name: 'STYLEFLEET_LOG_STORE'
+              value: 'https://${systemAccountName}.blob.${storageSuffix}'
+            }
+            {
+              name: 'STYLEFLEET_QUEUE'
+              value: 'servicebus://${namespaceName}.servicebus.windows.net'
+            }
+            {
+              name: 'AZURE_CLIENT_ID'
+              value: workerIdentityClientId
+            }
+            {
+              name: 'STYLEFLEET_DEVICE'
+              value: compute.device
+            }
+            {
+              name: 'STYLEFLEET_HEALTH_PORT'
+              value: '8080'
+            }
+            {
+              name: 'STYLEFLEET_SHUTDOWN_GRACE_SECS'
+              value: string(batchGraceSeconds)
+            }
+            {
+              name: 'RUST_LOG'
+              value: rustLog
+            }
+          ]
+          probes: [
+            {
+              // Loading the model (and CUDA) takes a while on a cold GPU: up to 5 minutes.
+              type: 'Startup'
+              tcpSocket: {
+                port: 8080
+              }
+              periodSeconds: 10
+              failureThreshold: 30
+            }
+            {
+              type: 'Liveness'
+              tcpSocket: {
+                port: 8080
+              }
+              periodSeconds: 30
+              failureThreshold: 3
+            }
+          ]
+        }
+      ]
+      scale: {
+        minReplicas: 0
+        maxReplicas: maxWorkers
+        // Seconds between queue polls, and before the last replica goes after the queue drains.
+        pollingInterval: 15
+        cooldownPeriod: 300
+        rules: [
+          {
+            name: 'batches-backlog'
+            custom: {
+              type: 'azure-servicebus'
+              metadata: {
+                queueName: 'batches'
+                namespace: namespaceName
+                messageCount: string(batchesPerWorker)
+                activationMessageCount: string(activationBatches)
+              }
+              identity: scalerIdentityId
+            }
+          }
+        ]
+      }
+    }
+  }
+}
+
+@description('Name of the environment.')
+output environmentName string = managedEnvironment.name
+
+@description('Name of the worker app (empty until a worker image is given).')
+output appName string = empty(workerImage) ? '' : appName
