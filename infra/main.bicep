@@ -43,6 +43,11 @@ param activationBatches int = 0
 @maxValue(570)
 param batchGraceSeconds int = 240
 
+@description('Seconds the last worker stays up after the queue drains. Scale-to-zero pays a cold start (image pull, CUDA, model load) per job; when jobs arrive minutes apart, a longer idle time is cheaper.')
+@minValue(60)
+@maxValue(3600)
+param idleSeconds int = 300
+
 @description('Create the Event Grid subscription that calls the splitter. Leave false until the functions package is published: Event Grid checks that the function exists.')
 param subscribeSplitter bool = false
 
@@ -217,6 +222,7 @@ module workers 'modules/workers.bicep' = {
     batchesPerWorker: batchesPerWorker
     activationBatches: activationBatches
     batchGraceSeconds: batchGraceSeconds
+    idleSeconds: idleSeconds
     workerIdentityId: identities.outputs.ids.worker
     workerIdentityClientId: identities.outputs.clientIds.worker
     scalerIdentityId: identities.outputs.ids.scaler

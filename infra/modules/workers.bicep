@@ -47,6 +47,11 @@ param activationBatches int = 0
 @maxValue(570)
 param batchGraceSeconds int = 240
 
+@description('Seconds the last replica stays up after the queue drains (KEDA cooldownPeriod); raise it when jobs arrive minutes apart.')
+@minValue(60)
+@maxValue(3600)
+param idleSeconds int = 300
+
 @description('Resource id of the worker identity (the only one the code can use).')
 param workerIdentityId string
 
@@ -289,7 +294,7 @@ resource worker 'Microsoft.App/containerApps@2025-01-01' = if (!empty(workerImag
         maxReplicas: maxWorkers
         // Seconds between queue polls, and before the last replica goes after the queue drains.
         pollingInterval: 15
-        cooldownPeriod: 300
+        cooldownPeriod: idleSeconds
         rules: [
           {
             name: 'batches-backlog'
