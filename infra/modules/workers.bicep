@@ -270,13 +270,14 @@ resource worker 'Microsoft.App/containerApps@2025-01-01' = if (!empty(workerImag
           ]
           probes: [
             {
-              // Loading the model (and CUDA) takes a while on a cold GPU: up to 5 minutes.
+              // Loading the model (and CUDA) takes a while on a cold GPU: allow 5 minutes
+              // (Container Apps caps failureThreshold at 10).
               type: 'Startup'
               tcpSocket: {
                 port: 8080
               }
-              periodSeconds: 10
-              failureThreshold: 30
+              periodSeconds: 30
+              failureThreshold: 10
             }
             {
               type: 'Liveness'
