@@ -1,12 +1,32 @@
-//! stylefleet: neural style transfer over every frame of a video, in parallel, frame-exact.
+//! stylefleet: neural style transfer over every frame of a video, in parallel, frame-exact, with
+//! its audio; on one machine (a folder, an SQLite queue, worker processes) or on Azure (Blob
+//! Storage, Service Bus, Functions, Container Apps). The stages do not know where they run: only
+//! the adapters differ.
 //!
 //! # Layout
 //!
-//! - [`queue`]: the peek-lock queue trait, its SQLite backend and the conformance suite.
-//! - [`media`]: ffprobe, decoding a range of frames, encoding a chunk, stitching the output.
+//! - [`job`]: job ids, the manifest (the plan), markers and the status snapshot, and their paths.
+//! - [`message`]: the `batch` and `stitch` messages.
+//! - [`store`]: blob storage through `object_store` (local folder, Azure); [`azure`]: its Azure side.
+//! - [`queue`]: the peek-lock queue trait, the SQLite backend, the conformance suite.
+//! - [`media`]: ffprobe, exact frame-range decode, chunk encode, stitch, verify.
+//! - [`stage`]: split, style (feature `style`), aggregate; [`consume`]: the receive/renew/settle loop.
+//! - [`fleet`]: the embedded fleet: watcher, worker processes, autoscaler, `process` for one video.
+//! - [`inspect`] and [`dlq`]: what `status` and `dlq` show and do.
 //! - [`sas`]: short-lived single-blob upload/download URLs for outside users (user delegation SAS).
+//! - [`settings`]: batch size, limits, encoder, retry policy.
 #![warn(missing_docs)]
 
+pub mod azure;
+pub mod consume;
+pub mod dlq;
+pub mod fleet;
+pub mod inspect;
+pub mod job;
 pub mod media;
+pub mod message;
 pub mod queue;
 pub mod sas;
+pub mod settings;
+pub mod stage;
+pub mod store;

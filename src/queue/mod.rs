@@ -17,7 +17,10 @@
 //! - Message ids are kept across dead-lettering and replay.
 
 pub mod conformance;
+mod ext;
 pub mod sqlite;
+
+pub use ext::{LockRenewal, QueueExt};
 
 use std::time::{Duration, SystemTime};
 
@@ -44,7 +47,11 @@ pub struct OutgoingMessage {
 impl OutgoingMessage {
     /// A message to deliver now.
     pub fn new(id: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
-        Self { id: id.into(), body: body.into(), delay: None }
+        Self {
+            id: id.into(),
+            body: body.into(),
+            delay: None,
+        }
     }
 }
 
@@ -157,19 +164,45 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn abandon(&self, delivery: &Delivery, delay: Option<Duration>) -> Result<()>;
 
     /// Moves the message to the queue's dead-letter queue with a reason.
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str, description: &str) -> Result<()>;
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str, description: &str)
+    -> Result<()>;
 
     /// Extends the lock by the lock duration; returns the new expiry.
     async fn renew_lock(&self, delivery: &Delivery) -> Result<SystemTime>;
 
     /// Reads up to `max` dead-lettered messages of `queue` with sequence >= `from_sequence`,
     /// without locking them.
-    async fn peek_dead_letters(&self, queue: &str, from_sequence: i64, max: usize) -> Result<Vec<DeadLetter>>;
+    async fn peek_dead_letters(
+        &self,
+        queue: &str,
+        from_sequence: i64,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>>;
 
     /// Receives (locks) up to `max` messages from `queue`'s dead-letter queue, for replay or purge:
     /// `complete` removes them, `abandon` leaves them there.
-    async fn receive_dead_letters(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
+    async fn receive_dead_letters(
+        &self,
+        queue: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>>;
 
     /// Messages waiting in `queue` (not counting dead letters): the autoscaler's signal.
     async fn backlog(&self, queue: &str) -> Result<u64>;
+}
+
+/// Opens the queue a URL names: an SQLite file (a path or `sqlite://<path>`) configured by
+/// `config`, or Service Bus (`servicebus://<namespace>.servicebus.windows.net`).
+pub fn open(spec: &str, config: sqlite::QueueConfig) -> Result<std::sync::Arc<dyn Queue>> {
+    if spec.starts_with("servicebus://") || spec.starts_with("sb://") {
+        return Err(QueueError::Fatal {
+            message: format!("{spec}: this build has no Service Bus backend"),
+            source: None,
+        });
+    }
+    let path = spec.strip_prefix("sqlite://").unwrap_or(spec);
+    Ok(std::sync::Arc::new(sqlite::SqliteQueue::open(
+        path, config,
+    )?))
 }

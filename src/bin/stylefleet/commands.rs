@@ -1,0 +1,538 @@
+//! What each subcommand does. `anyhow` lives here and in `main` only.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio_util::sync::CancellationToken;
+
+use stylefleet::consume::{ConsumeOptions, consume};
+use stylefleet::dlq::{self, Filter};
+use stylefleet::fleet::autoscale::ScaleRule;
+use stylefleet::fleet::process::{ProcessError, ProcessRequest, process};
+use stylefleet::fleet::workers::WorkerCommand;
+use stylefleet::fleet::{self, FleetOptions};
+use stylefleet::inspect::{self, JobView};
+use stylefleet::queue::{self, BATCHES, sqlite::QueueConfig};
+use stylefleet::settings::{FloodLimits, Settings};
+use stylefleet::stage::Context;
+use stylefleet::store::Store;
+
+use crate::{Command, DlqAction, DlqFilter, Location, Planning};
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Process {
+            input,
+            output,
+            style,
+            workers,
+            location,
+            planning,
+            quiet,
+        } => {
+            let ctx = context(&location, Some(&planning)).await?;
+            let output = output.unwrap_or_else(|| default_output(&input));
+            let request = ProcessRequest {
+                input,
+                output: output.clone(),
+                style: style.style,
+                strength: style.strength,
+                preserve_colour: style.preserve_colour,
+                workers: workers.max(1),
+            };
+            let worker = worker_command(&location, workers.max(1))?;
+            let bar = progress_bar(quiet);
+            let shutdown = shutdown_on_signals();
+            let result = process(&ctx, &request, worker, shutdown, |view| {
+                show_progress(&bar, view)
+            })
+            .await;
+            bar.finish_and_clear();
+            match result {
+                Ok(view) => {
+                    println!("{}", output.display());
+                    let t = &view.timings;
+                    eprintln!(
+                        "job {} done: {} frames; split {:.1} s, style {:.1} s (all batches), stitch {:.1} s, total {:.1} s",
+                        view.job,
+                        view.frames_total,
+                        t.get("split").unwrap_or(&0.0),
+                        t.get("batches_style").unwrap_or(&0.0),
+                        t.get("stitch").unwrap_or(&0.0),
+                        t.get("total").unwrap_or(&0.0),
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(ProcessError::Failed { job, reason }) => {
+                    eprintln!("error: job {job} failed: {reason}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e @ ProcessError::Interrupted(_)) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(130))
+                }
+                Err(ProcessError::Other(e)) => Err(e),
+            }
+        }
+        Command::Up {
+            location,
+            planning,
+            max_workers,
+            messages_per_worker,
+            cooldown,
+            poll,
+            settle,
+            grace,
+        } => {
+            let ctx = context(&location, Some(&planning)).await?;
+            let options = FleetOptions {
+                scale: ScaleRule {
+                    max_workers,
+                    messages_per_worker,
+                    activation: 0,
+                    cooldown: Duration::from_secs_f64(cooldown),
+                },
+                worker: worker_command(&location, max_workers.max(1))?,
+                poll: Duration::from_secs_f64(poll),
+                settle: Duration::from_secs_f64(settle),
+                grace: Duration::from_secs_f64(grace),
+            };
+            let input = ctx
+                .store
+                .local_path("input")
+                .unwrap_or_else(|| PathBuf::from("input/"));
+            eprintln!(
+                "watching {}/<style>/ ; outputs go to output/<style>/ ; Ctrl-C drains and stops",
+                input.display()
+            );
+            fleet::run(&ctx, &options, shutdown_on_signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker {
+            location,
+            exit_when_idle,
+            grace,
+            device,
+        } => worker(&location, exit_when_idle, grace, &device).await,
+        Command::Status {
+            job,
+            location,
+            json,
+        } => status(&location, job.as_deref(), json).await,
+        Command::Dlq { action } => dlq_command(action).await,
+        Command::StyleImage {
+            input,
+            output,
+            style,
+        } => style_image(
+            &input,
+            &output,
+            &style.style,
+            style.strength,
+            style.preserve_colour,
+        ),
+        Command::Styles { sheet, output } => styles(sheet.as_deref(), output.as_deref()),
+    }
+}
+
+/// Builds the stage context from the command line.
+async fn context(location: &Location, planning: Option<&Planning>) -> anyhow::Result<Context> {
+    let store_spec = location
+        .store
+        .clone()
+        .unwrap_or_else(|| location.data.display().to_string());
+    let store =
+        Store::open(&store_spec).with_context(|| format!("opening the store {store_spec}"))?;
+    let logs = match &location.log_store {
+        Some(spec) => Store::open(spec).with_context(|| format!("opening the log store {spec}"))?,
+        None => store.clone(),
+    };
+    let queue_spec = location
+        .queue
+        .clone()
+        .unwrap_or_else(|| location.data.join("queue.sqlite").display().to_string());
+    let config = queue_config_from_env()?;
+    let max_delivery_count = config.max_delivery_count;
+    let queue_handle = {
+        let spec = queue_spec.clone();
+        tokio::task::spawn_blocking(move || queue::open(&spec, config)).await??
+    };
+    let mut settings = Settings::default();
+    if let Some(p) = planning {
+        settings.batch_frames = p.batch_frames.max(1);
+        settings.model_batch = p.model_batch.max(1);
+        if let Some(b) = p.max_bytes {
+            settings.limits.max_bytes = b;
+        }
+        if let Some(d) = p.max_duration {
+            settings.limits.max_duration_s = d;
+        }
+        if let Some(s) = p.max_side {
+            settings.limits.max_width = s;
+            settings.limits.max_height = s;
+        }
+        settings.flood = FloodLimits {
+            max_active_jobs: p.max_active_jobs.max(1),
+            max_backlog: p.max_backlog.max(1),
+        };
+    }
+    if let Ok(secs) = std::env::var("STYLEFLEET_RETRY_MIN_SECS") {
+        settings.retry.min_delay =
+            Duration::from_secs_f64(secs.parse().context("STYLEFLEET_RETRY_MIN_SECS")?);
+    }
+    let scratch = location.data.join("scratch");
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    Ok(Context {
+        store,
+        logs,
+        queue: queue_handle,
+        settings,
+        max_delivery_count,
+        scratch,
+        worker_name: format!("{host}:{}", std::process::id()),
+    })
+}
+
+/// Queue settings; the environment can shorten them (tests, demos).
+fn queue_config_from_env() -> anyhow::Result<QueueConfig> {
+    let mut config = QueueConfig::default();
+    if let Ok(v) = std::env::var("STYLEFLEET_LOCK_SECS") {
+        config.lock_duration = Duration::from_secs_f64(v.parse().context("STYLEFLEET_LOCK_SECS")?);
+    }
+    if let Ok(v) = std::env::var("STYLEFLEET_MAX_DELIVERIES") {
+        config.max_delivery_count = v.parse().context("STYLEFLEET_MAX_DELIVERIES")?;
+    }
+    Ok(config)
+}
+
+/// How the supervisor starts a worker: this executable, same locations, a fair share of cores.
+fn worker_command(location: &Location, workers: usize) -> anyhow::Result<WorkerCommand> {
+    let program = std::env::current_exe().context("locating this executable")?;
+    let mut args: Vec<OsString> = vec![
+        "worker".into(),
+        "--data".into(),
+        location.data.clone().into_os_string(),
+    ];
+    for (flag, value) in [
+        ("--store", &location.store),
+        ("--log-store", &location.log_store),
+        ("--queue", &location.queue),
+    ] {
+        if let Some(v) = value {
+            args.push(flag.into());
+            args.push(v.into());
+        }
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let threads = std::env::var("STYLEFLEET_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or((cores / workers.max(1)).max(1));
+    Ok(WorkerCommand {
+        program,
+        args,
+        env: vec![
+            ("RAYON_NUM_THREADS".into(), threads.to_string().into()),
+            (
+                "STYLEFLEET_PARENT_PID".into(),
+                std::process::id().to_string().into(),
+            ),
+        ],
+    })
+}
+
+/// A token cancelled by the first Ctrl-C or SIGTERM; the second one exits at once.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!("stopping: finishing the work in hand (again to abort)");
+                cancel.cancel();
+            } else {
+                eprintln!("aborted");
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}
+
+async fn worker(
+    location: &Location,
+    exit_when_idle: Option<f64>,
+    grace: f64,
+    device: &str,
+) -> anyhow::Result<ExitCode> {
+    // A supervised worker dies with its supervisor instead of running on as an orphan.
+    if let Ok(parent) = std::env::var("STYLEFLEET_PARENT_PID") {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+        if nix::unistd::getppid().as_raw().to_string() != parent {
+            bail!("the supervisor is gone");
+        }
+    }
+    let ctx = context(location, None).await?;
+    let options = ConsumeOptions {
+        grace: Duration::from_secs_f64(grace),
+        exit_when_idle: exit_when_idle.map(Duration::from_secs_f64),
+        ..ConsumeOptions::new(BATCHES)
+    };
+    run_worker(&ctx, &options, device).await
+}
+
+#[cfg(feature = "style")]
+async fn run_worker(
+    ctx: &Context,
+    options: &ConsumeOptions,
+    device: &str,
+) -> anyhow::Result<ExitCode> {
+    let device = match device {
+        "cpu" => candle_core::Device::Cpu,
+        "auto" => stylefleet_models::device(true)?,
+        "cuda" => {
+            let d = stylefleet_models::device(true)?;
+            if d.is_cpu() {
+                bail!("--device cuda: no GPU is available (or this build has no CUDA support)");
+            }
+            d
+        }
+        other => bail!("unknown device {other:?}: use auto, cpu or cuda"),
+    };
+    let mut stage = stylefleet::stage::style::StyleStage::new(device);
+    let report = consume(ctx, &mut stage, options, shutdown_on_signals()).await?;
+    tracing::info!(?report, "worker stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "style"))]
+async fn run_worker(_: &Context, _: &ConsumeOptions, _: &str) -> anyhow::Result<ExitCode> {
+    bail!("this build has no style stage (built without the `style` feature)")
+}
+
+async fn status(location: &Location, job: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let ctx = context(location, None).await?;
+    let dead = inspect::dead_letters_by_job(ctx.queue.as_ref()).await?;
+    let mut ids = inspect::job_ids(&ctx.store).await?;
+    if let Some(prefix) = job {
+        ids.retain(|id| id.as_str().starts_with(prefix));
+        if ids.is_empty() {
+            bail!("no job matches {prefix}");
+        }
+    }
+    let mut views = Vec::new();
+    for id in &ids {
+        let letters = dead.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        match inspect::view(&ctx.store, id, letters).await {
+            Ok(v) => views.push(v),
+            Err(inspect::InspectError::NoSuchJob(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if views.is_empty() {
+        println!("no jobs");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16}  {:<9}  {:>9}  {:>13}  {:>7}  SOURCE / OUTPUT / REASON",
+        "JOB", "STATE", "BATCHES", "FRAMES", "FPS"
+    );
+    for v in &views {
+        let detail = match (&v.reason, &v.output) {
+            (Some(reason), _) => format!("{}: {reason}", v.source),
+            (None, Some(out)) => format!("{} -> {out}", v.source),
+            _ => v.source.clone(),
+        };
+        println!(
+            "{:<16}  {:<9}  {:>9}  {:>13}  {:>7.2}  {detail}",
+            v.job.as_str(),
+            v.state.to_string(),
+            format!("{}/{}", v.batches_done, v.batches_total),
+            format!("{}/{}", v.frames_done, v.frames_total),
+            v.fps
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn filter_of(f: &DlqFilter, id: Option<String>) -> Filter {
+    Filter {
+        queue: f.queue.clone(),
+        job: f.job.clone(),
+        reason: f.reason.clone(),
+        older_than: f.older_than.map(Duration::from_secs_f64),
+        id,
+    }
+}
+
+async fn dlq_command(action: DlqAction) -> anyhow::Result<ExitCode> {
+    match action {
+        DlqAction::List { filter, json } => {
+            let ctx = context(&filter.location, None).await?;
+            let listed = dlq::list(ctx.queue.as_ref(), &filter_of(&filter, None)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+            } else if listed.is_empty() {
+                println!("no dead-lettered messages");
+            } else {
+                println!(
+                    "{:<8}  {:<26}  {:<24}  {:>7}  DESCRIPTION",
+                    "QUEUE", "ID", "REASON", "AGE(s)"
+                );
+                for l in &listed {
+                    println!(
+                        "{:<8}  {:<26}  {:<24}  {:>7}  {}",
+                        l.queue, l.id, l.reason, l.age_secs, l.description
+                    );
+                }
+            }
+        }
+        DlqAction::Show { id, filter } => {
+            let ctx = context(&filter.location, None).await?;
+            let listed =
+                dlq::list(ctx.queue.as_ref(), &filter_of(&filter, Some(id.clone()))).await?;
+            if listed.is_empty() {
+                bail!("no dead-lettered message with id {id}");
+            }
+            println!("{}", serde_json::to_string_pretty(&listed)?);
+        }
+        DlqAction::Replay { filter, dry_run } => return bulk(&filter, true, dry_run).await,
+        DlqAction::Purge { filter, dry_run } => return bulk(&filter, false, dry_run).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bulk(filter: &DlqFilter, replay: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let ctx = context(&filter.location, None).await?;
+    let f = filter_of(filter, None);
+    let total = dlq::list(ctx.queue.as_ref(), &f).await?.len() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    let verb = match (replay, dry_run) {
+        (true, true) => "would replay",
+        (true, false) => "replayed",
+        (false, true) => "would purge",
+        (false, false) => "purged",
+    };
+    let report = dlq::bulk(ctx.queue.as_ref(), &f, replay, dry_run, |l| {
+        bar.inc(1);
+        bar.println(format!("{verb} {} {} ({})", l.queue, l.id, l.reason));
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "{verb} {} of {} matching message(s)",
+        if dry_run {
+            report.matched
+        } else {
+            report.acted
+        },
+        report.matched
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_output(input: &Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("video");
+    input.with_file_name(format!("{stem}.styled.mp4"))
+}
+
+fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} frames  {per_sec}  ETA {eta}  {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn show_progress(bar: &indicatif::ProgressBar, view: &JobView) {
+    bar.set_length(view.frames_total);
+    bar.set_position(view.frames_done);
+    bar.set_message(format!(
+        "{} ({}/{} batches)",
+        view.state, view.batches_done, view.batches_total
+    ));
+}
+
+#[cfg(feature = "style")]
+fn style_image(
+    input: &Path,
+    output: &Path,
+    style: &str,
+    strength: f32,
+    preserve_colour: bool,
+) -> anyhow::Result<ExitCode> {
+    use stylefleet_models::{StyleOptions, StyleSpec, Stylizer, read_image, write_image};
+    let spec: StyleSpec = style.parse()?;
+    let image = read_image(input)?;
+    let stylizer = Stylizer::new(
+        &spec,
+        StyleOptions {
+            strength,
+            preserve_colour,
+        },
+        &stylefleet_models::device(true)?,
+    )?;
+    let styled = stylizer.style_batch(std::slice::from_ref(&image))?;
+    let Some(first) = styled.first() else {
+        bail!("the model returned no frame")
+    };
+    write_image(output, first)?;
+    println!("{}", output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "style")]
+fn styles(sheet: Option<&Path>, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match (sheet, output) {
+        (Some(sheet), Some(output)) => {
+            let image = stylefleet_models::read_image(sheet)?;
+            let picture = stylefleet_models::contact_sheet(&image, 256)?;
+            stylefleet_models::write_image(output, &picture)?;
+            println!("{}", output.display());
+        }
+        _ => {
+            for s in stylefleet_models::styles() {
+                println!("{:>2}  {}", s.index, s.name);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "style"))]
+fn style_image(_: &Path, _: &Path, _: &str, _: f32, _: bool) -> anyhow::Result<ExitCode> {
+    bail!("this build has no models (built without the `style` feature)")
+}
+
+#[cfg(not(feature = "style"))]
+fn styles(_: Option<&Path>, _: Option<&Path>) -> anyhow::Result<ExitCode> {
+    bail!("this build has no models (built without the `style` feature)")
+}

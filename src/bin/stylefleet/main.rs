@@ -1,0 +1,272 @@
+//! The `stylefleet` command line: one video (`process`), the embedded fleet (`up`, `worker`),
+//! inspection and repair (`status`, `dlq`), and the models on single images (`style-image`,
+//! `styles`).
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Neural style transfer over every frame of a video, in parallel, frame-exact, with its audio.
+#[derive(Debug, Parser)]
+#[command(name = "stylefleet", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true, env = "STYLEFLEET_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Where data and work live. The embedded default needs none of these but `--data`.
+#[derive(Debug, Clone, Args)]
+struct Location {
+    /// Folder of the embedded default: the store, the queue database and scratch space.
+    #[arg(long, default_value = "stylefleet-data", env = "STYLEFLEET_DATA")]
+    data: PathBuf,
+    /// Blob store URL (a folder, `az://<container>`, `https://<account>.blob.core.windows.net/<container>`);
+    /// default: `<data>`.
+    #[arg(long, env = "STYLEFLEET_STORE")]
+    store: Option<String>,
+    /// Store for logs (on Azure, the system account); default: the blob store.
+    #[arg(long, env = "STYLEFLEET_LOG_STORE")]
+    log_store: Option<String>,
+    /// Queue URL (an SQLite file, or `servicebus://<namespace>.servicebus.windows.net`); default:
+    /// `<data>/queue.sqlite`.
+    #[arg(long, env = "STYLEFLEET_QUEUE")]
+    queue: Option<String>,
+}
+
+/// How work is planned.
+#[derive(Debug, Clone, Args)]
+struct Planning {
+    /// Frames per batch message.
+    #[arg(long, default_value_t = stylefleet::settings::DEFAULT_BATCH_FRAMES)]
+    batch_frames: u64,
+    /// Frames per model call inside a batch.
+    #[arg(long, default_value_t = 4)]
+    model_batch: u32,
+    /// Refuse inputs larger than this many bytes.
+    #[arg(long)]
+    max_bytes: Option<u64>,
+    /// Refuse inputs longer than this many seconds.
+    #[arg(long)]
+    max_duration: Option<f64>,
+    /// Refuse inputs wider or taller than this many pixels.
+    #[arg(long)]
+    max_side: Option<u32>,
+    /// Jobs in flight at most in the fleet; more uploads wait their turn.
+    #[arg(long, default_value_t = 4)]
+    max_active_jobs: usize,
+    /// Batch messages queued at most before a new job is planned.
+    #[arg(long, default_value_t = 512)]
+    max_backlog: u64,
+}
+
+/// Style options.
+#[derive(Debug, Clone, Args)]
+struct StyleArgs {
+    /// A built-in style (index or name, see `stylefleet styles`), a blend like `3:0.7,12:0.3`, or a
+    /// path to a style image.
+    #[arg(long, short = 's')]
+    style: String,
+    /// Blend the styled frame with the original (0..1).
+    #[arg(long, default_value_t = 1.0)]
+    strength: f32,
+    /// Keep the original's colours, take only the style's strokes and light.
+    #[arg(long)]
+    preserve_colour: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Style one video through the pipeline and write the result.
+    Process {
+        /// The video.
+        input: PathBuf,
+        /// The styled video (default: `<input stem>.styled.mp4` beside the input).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        style: StyleArgs,
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[command(flatten)]
+        location: Location,
+        #[command(flatten)]
+        planning: Planning,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run the embedded fleet: watch `<data>/input/<style>/`, scale workers, stitch outputs.
+    Up {
+        #[command(flatten)]
+        location: Location,
+        #[command(flatten)]
+        planning: Planning,
+        /// Most worker processes.
+        #[arg(long, default_value_t = 2)]
+        max_workers: usize,
+        /// Queued batches per worker (KEDA `messageCount`).
+        #[arg(long, default_value_t = 2)]
+        messages_per_worker: u64,
+        /// Seconds a lower desire must hold before workers are stopped.
+        #[arg(long, default_value_t = 30.0)]
+        cooldown: f64,
+        /// Seconds between looks at the input folder and the queue.
+        #[arg(long, default_value_t = 1.0)]
+        poll: f64,
+        /// Seconds an upload must stay unchanged to count as completely written.
+        #[arg(long, default_value_t = 2.0)]
+        settle: f64,
+        /// Seconds a worker may finish its batch after being asked to stop.
+        #[arg(long, default_value_t = 30.0)]
+        grace: f64,
+    },
+    /// Run one worker: style batches from the queue until stopped.
+    Worker {
+        #[command(flatten)]
+        location: Location,
+        /// Exit after this many idle seconds.
+        #[arg(long)]
+        exit_when_idle: Option<f64>,
+        /// Seconds to finish the batch in hand after SIGTERM before releasing it.
+        #[arg(long, default_value_t = 30.0, env = "STYLEFLEET_SHUTDOWN_GRACE_SECS")]
+        grace: f64,
+        /// Use a GPU when built with CUDA and one is present.
+        #[arg(long, env = "STYLEFLEET_DEVICE", default_value = "auto")]
+        device: String,
+    },
+    /// Jobs, their state, progress, throughput and failure reasons.
+    Status {
+        /// One job (id or unique prefix).
+        job: Option<String>,
+        #[command(flatten)]
+        location: Location,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and repair the dead-letter queues.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Style one image.
+    StyleImage {
+        /// The image (PNG or JPEG).
+        input: PathBuf,
+        /// Where to write the styled image.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        #[command(flatten)]
+        style: StyleArgs,
+    },
+    /// List the built-in styles, or render all of them on one picture.
+    Styles {
+        /// Render a contact sheet of this image in every style.
+        #[arg(long, requires = "output")]
+        sheet: Option<PathBuf>,
+        /// Where to write the sheet.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Filters shared by the dead-letter commands.
+#[derive(Debug, Clone, Args)]
+struct DlqFilter {
+    /// Only this queue (`batches` or `stitch`).
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only messages of this job.
+    #[arg(long)]
+    job: Option<String>,
+    /// Only messages whose reason or description contains this text.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only messages dead-lettered at least this many seconds ago.
+    #[arg(long)]
+    older_than: Option<f64>,
+    #[command(flatten)]
+    location: Location,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// List dead-lettered messages.
+    List {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead-lettered message in full.
+    Show {
+        /// The message id.
+        id: String,
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+    /// Re-send matching messages to their queue (same id), then remove them from the dead-letter queue.
+    Replay {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Only say what would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete matching messages from the dead-letter queue.
+    Purge {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Only say what would be purged.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

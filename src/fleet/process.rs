@@ -1,0 +1,200 @@
+//! `stylefleet process`: one video through the same pipeline as the fleet (splitter, worker
+//! processes, aggregator), with progress, ending only when the output is written and verified.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::consume::{ConsumeOptions, StitchHandler, consume};
+use crate::inspect::{JobView, view};
+use crate::job::{JobId, JobState, Manifest, StyleChoice, paths};
+use crate::queue::STITCH;
+use crate::stage::Context;
+use crate::stage::split::{SplitOutcome, split};
+
+use super::reconcile_dead_letters;
+use super::workers::{WorkerCommand, WorkerPool};
+
+/// What to process.
+#[derive(Debug, Clone)]
+pub struct ProcessRequest {
+    /// The video.
+    pub input: PathBuf,
+    /// Where the styled video goes.
+    pub output: PathBuf,
+    /// The style as given: index, name, blend, or a path to a style image.
+    pub style: String,
+    /// Blend with the original.
+    pub strength: f32,
+    /// Keep the original's colours.
+    pub preserve_colour: bool,
+    /// Worker processes.
+    pub workers: usize,
+}
+
+/// Why `process` did not produce an output.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The input or the style was refused, or a batch failed for good.
+    #[error("job {job} failed: {reason}")]
+    Failed {
+        /// The job.
+        job: JobId,
+        /// Why.
+        reason: String,
+    },
+    /// Interrupted before the end; the job resumes on the next run.
+    #[error("interrupted; run the same command again to resume job {0}")]
+    Interrupted(JobId),
+    /// Anything else (store, queue, local files).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Runs the request; `progress` sees the job after every poll.
+pub async fn process(
+    ctx: &Context,
+    request: &ProcessRequest,
+    worker: WorkerCommand,
+    shutdown: CancellationToken,
+    mut progress: impl FnMut(&JobView),
+) -> Result<JobView, ProcessError> {
+    let input = &request.input;
+    let meta = std::fs::metadata(input)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", input.display()))?;
+    if !meta.is_file() {
+        return Err(anyhow::anyhow!("{} is not a file", input.display()).into());
+    }
+    let (spec, folder) = stage_style(ctx, &request.style).await?;
+    let name = input
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("video")
+        .to_owned();
+    let source_path = format!("process/{folder}/{name}");
+    upload_if_changed(ctx, input, &source_path).await?;
+
+    let style = StyleChoice {
+        spec,
+        strength: request.strength,
+        preserve_colour: request.preserve_colour,
+    };
+    let job = match split(ctx, &source_path, &style)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        SplitOutcome::Rejected { job, reason } => return Err(ProcessError::Failed { job, reason }),
+        outcome => outcome.job().clone(),
+    };
+    let manifest: Manifest = ctx
+        .store
+        .get_json(&paths::manifest(&job))
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or_else(|| anyhow::anyhow!("job {job} has no manifest"))?;
+
+    let stop_aggregator = CancellationToken::new();
+    let aggregator = {
+        let ctx = ctx.clone();
+        let token = stop_aggregator.clone();
+        tokio::spawn(async move {
+            consume(
+                &ctx,
+                &mut StitchHandler,
+                &ConsumeOptions::new(STITCH),
+                token,
+            )
+            .await
+        })
+    };
+    let mut pool = WorkerPool::new(worker);
+    let result = loop {
+        if let Err(e) = reconcile_dead_letters(ctx).await {
+            tracing::warn!(error = %e, "cannot read the dead-letter queues");
+        }
+        let current = view(&ctx.store, &job, &[])
+            .await
+            .map_err(anyhow::Error::from)?;
+        progress(&current);
+        match current.state {
+            JobState::Done => break Ok(current),
+            JobState::Failed => {
+                let reason = current.reason.clone().unwrap_or_else(|| "unknown".into());
+                break Err(ProcessError::Failed {
+                    job: job.clone(),
+                    reason,
+                });
+            }
+            JobState::Stitching => pool.scale_to(0).map_err(anyhow::Error::from)?,
+            _ => pool
+                .scale_to(request.workers.max(1))
+                .map_err(anyhow::Error::from)?,
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break Err(ProcessError::Interrupted(job.clone())),
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+    };
+    pool.shutdown(Duration::from_secs(35)).await;
+    stop_aggregator.cancel();
+    let _ = aggregator.await;
+    let done = result?;
+
+    let output = done
+        .output
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("job {job} is done but names no output"))?;
+    copy_out(ctx, &output, &request.output).await?;
+    crate::media::verify(&manifest.probe, &request.output)
+        .await
+        .map_err(|e| anyhow::anyhow!("the copied output does not match the source: {e}"))?;
+    Ok(done)
+}
+
+/// Puts a style image into `styles/` and returns the spec and the folder name for the input.
+async fn stage_style(ctx: &Context, style: &str) -> anyhow::Result<(String, String)> {
+    let path = Path::new(style);
+    if path.is_file() {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("style");
+        let ext = path
+            .extension()
+            .and_then(|s| s.to_str())
+            .unwrap_or("png")
+            .to_ascii_lowercase();
+        let store_path = format!("styles/{stem}.{ext}");
+        upload_if_changed(ctx, path, &store_path).await?;
+        return Ok((format!("image:{store_path}"), stem.to_owned()));
+    }
+    Ok((style.to_owned(), style.replace('/', "_")))
+}
+
+/// Uploads a file unless the same bytes are already there (so that re-running `process` finds
+/// its job instead of starting a new one).
+async fn upload_if_changed(ctx: &Context, from: &Path, to: &str) -> anyhow::Result<()> {
+    let local = crate::stage::split::content_version_of_file(from).await?;
+    if let Some(existing) = ctx.store.local_path(to) {
+        if existing.is_file()
+            && crate::stage::split::content_version_of_file(&existing).await? == local
+        {
+            return Ok(());
+        }
+    }
+    ctx.store.upload(from, to, false).await?;
+    Ok(())
+}
+
+async fn copy_out(ctx: &Context, output: &str, to: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    match ctx.store.local_path(output) {
+        Some(local) => {
+            tokio::fs::copy(&local, to).await.map_err(|e| {
+                anyhow::anyhow!("cannot copy {} to {}: {e}", local.display(), to.display())
+            })?;
+        }
+        None => ctx.store.download(output, to).await?,
+    }
+    Ok(())
+}

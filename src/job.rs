@@ -1,0 +1,340 @@
+//! Jobs: the id derived from the source's identity, the plan written once (the manifest), the
+//! status snapshot, and where each of them lives in the store.
+//!
+//! A job's state is derived from create-only markers, never from a shared read-modify-write file:
+//! the manifest says the job exists, `done/<batch>.json` markers count progress, `failed/<batch>.json`
+//! records a permanent batch failure (cleared in effect once that batch is done after a replay), and
+//! the output claim plus `status.json` record the end. `status.json` is a snapshot each stage writes
+//! at its own transition, for people and tools; [`JobView`] recomputes the truth from the markers.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::media::{EncoderSettings, Probe};
+
+/// A job id: 16 lowercase hex digits, the first 64 bits of a SHA-256 over the source's identity,
+/// the style and the settings. Validated on parse so that no id can escape its folder.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobId(String);
+
+impl JobId {
+    /// Derives the id of the job for `source` (its store path and version tag: ETag, or size and
+    /// modification time), styled with `style` under `settings` (any stable serialisation).
+    pub fn derive(source_path: &str, source_version: &str, style: &str, settings: &str) -> Self {
+        let mut hash = Sha256::new();
+        for part in [source_path, source_version, style, settings] {
+            hash.update(part.as_bytes());
+            hash.update([0u8]);
+        }
+        let digest = hash.finalize();
+        JobId(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Parses an id, refusing anything that is not 16 lowercase hex digits.
+    pub fn parse(s: &str) -> Result<Self, InvalidJobId> {
+        if s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(JobId(s.to_owned()))
+        } else {
+            Err(InvalidJobId(s.chars().take(64).collect()))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A string that is not a job id.
+#[derive(Debug, thiserror::Error)]
+#[error("not a job id: {0:?} (expected 16 lowercase hex digits)")]
+pub struct InvalidJobId(String);
+
+impl TryFrom<String> for JobId {
+    type Error = InvalidJobId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        JobId::parse(&s)
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a job's objects live (see the storage layout in the design).
+pub mod paths {
+    use super::JobId;
+
+    /// `jobs/<job>/manifest.json`
+    pub fn manifest(job: &JobId) -> String {
+        format!("jobs/{job}/manifest.json")
+    }
+    /// `jobs/<job>/status.json`
+    pub fn status(job: &JobId) -> String {
+        format!("jobs/{job}/status.json")
+    }
+    /// `jobs/<job>/chunks/<batch:05>.mp4`
+    pub fn chunk(job: &JobId, batch: u32) -> String {
+        format!("jobs/{job}/chunks/{batch:05}.mp4")
+    }
+    /// `jobs/<job>/done/` (prefix of the done markers)
+    pub fn done_dir(job: &JobId) -> String {
+        format!("jobs/{job}/done")
+    }
+    /// `jobs/<job>/done/<batch:05>.json`
+    pub fn done(job: &JobId, batch: u32) -> String {
+        format!("jobs/{job}/done/{batch:05}.json")
+    }
+    /// `jobs/<job>/failed/` (prefix of the permanent failure records)
+    pub fn failed_dir(job: &JobId) -> String {
+        format!("jobs/{job}/failed")
+    }
+    /// `jobs/<job>/failed/<batch:05>.json`
+    pub fn failed(job: &JobId, batch: u32) -> String {
+        format!("jobs/{job}/failed/{batch:05}.json")
+    }
+    /// `jobs/<job>/rejected.json`: the splitter refused the input.
+    pub fn rejected(job: &JobId) -> String {
+        format!("jobs/{job}/rejected.json")
+    }
+    /// `jobs/<job>/output.json`: which output path this job claimed (written once).
+    pub fn output_claim(job: &JobId) -> String {
+        format!("jobs/{job}/output.json")
+    }
+    /// `logs/<job>/<name>.log`
+    pub fn log(job: &JobId, name: &str) -> String {
+        format!("logs/{job}/{name}.log")
+    }
+}
+
+/// The source video a job styles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Path in the store, e.g. `input/mosaic/clip.mp4`.
+    pub path: String,
+    /// The version tag it had when the job was planned (ETag, or size and mtime).
+    pub version: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// How frames are styled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StyleChoice {
+    /// The style as the user gave it: an index, a name, a blend, or `image:<store path>`.
+    pub spec: String,
+    /// Blend with the original, 0..=1.
+    pub strength: f32,
+    /// Keep the original's chroma.
+    pub preserve_colour: bool,
+}
+
+/// One batch of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPlan {
+    /// Index, also the chunk's name.
+    pub index: u32,
+    /// Frame range `[start, end)`.
+    pub frames: [u64; 2],
+}
+
+impl BatchPlan {
+    /// Number of frames.
+    pub fn len(&self) -> u64 {
+        self.frames[1] - self.frames[0]
+    }
+
+    /// Whether the batch is empty (never, in a valid plan).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Cuts `frame_count` frames into batches of `batch_size` (the last may be shorter): every frame is
+/// in exactly one batch, which is the point of doing it here rather than with a division at the
+/// call site.
+pub fn plan_batches(frame_count: u64, batch_size: u64) -> Vec<BatchPlan> {
+    let batch_size = batch_size.max(1);
+    (0..frame_count.div_ceil(batch_size))
+        .map(|i| BatchPlan {
+            index: i as u32,
+            frames: [i * batch_size, ((i + 1) * batch_size).min(frame_count)],
+        })
+        .collect()
+}
+
+/// The plan, written once (create-only) before any work starts. Resume is "plan minus done".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version.
+    pub v: u32,
+    /// The job.
+    pub job: JobId,
+    /// What is styled.
+    pub source: Source,
+    /// How.
+    pub style: StyleChoice,
+    /// What ffprobe said about the source (streams, per-frame timestamps, rotation).
+    pub probe: Probe,
+    /// The batches.
+    pub batches: Vec<BatchPlan>,
+    /// How chunks are encoded.
+    pub encoder: EncoderSettings,
+    /// Frames per model call inside a batch.
+    pub model_batch: u32,
+    /// Where the result goes, e.g. `output/mosaic/clip.mp4` (the aggregator may add a suffix when
+    /// another job already wrote that name).
+    pub output: String,
+    /// Seconds since the epoch when planned.
+    pub created_at: f64,
+}
+
+/// The life of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Planned, batches queued.
+    Queued,
+    /// Some batches done.
+    Running,
+    /// All batches done, output being stitched.
+    Stitching,
+    /// Output written and verified.
+    Done,
+    /// Stopped with a reason (bad input, or a batch that failed permanently).
+    Failed,
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Stitching => "stitching",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        };
+        f.write_str(s)
+    }
+}
+
+/// The snapshot in `status.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The job.
+    pub job: JobId,
+    /// The source path.
+    pub source: String,
+    /// State at the time of writing.
+    pub state: JobState,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Batches in the plan (0 when refused before planning).
+    pub batches_total: u32,
+    /// The output path, once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Stage timings in seconds, e.g. `split`, `stitch`, `total`.
+    #[serde(default)]
+    pub timings: std::collections::BTreeMap<String, f64>,
+    /// Seconds since the epoch.
+    pub updated_at: f64,
+}
+
+/// A done marker: the batch's chunk is written. Its existence is the counter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneMarker {
+    /// The batch.
+    pub batch: u32,
+    /// Frames in the chunk (checked against the plan).
+    pub frames: u64,
+    /// Seconds spent decoding, styling, encoding.
+    pub timings: std::collections::BTreeMap<String, f64>,
+    /// Which worker did it.
+    pub worker: String,
+    /// Seconds since the epoch.
+    pub at: f64,
+}
+
+/// A permanent batch failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// The batch.
+    pub batch: u32,
+    /// Why.
+    pub reason: String,
+    /// Seconds since the epoch.
+    pub at: f64,
+}
+
+/// Seconds since the Unix epoch, for the records above.
+pub fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_every_frame_once() {
+        for (frames, size) in [(1, 16), (16, 16), (17, 16), (133, 16), (823, 10), (5, 1)] {
+            let plan = plan_batches(frames, size);
+            let mut next = 0;
+            for (i, b) in plan.iter().enumerate() {
+                assert_eq!(b.index as usize, i);
+                assert_eq!(b.frames[0], next);
+                assert!(b.len() >= 1 && b.len() <= size);
+                next = b.frames[1];
+            }
+            assert_eq!(next, frames, "{frames} frames in batches of {size}");
+        }
+        assert!(plan_batches(0, 16).is_empty());
+    }
+
+    #[test]
+    fn job_ids_are_stable_and_distinct() {
+        let a = JobId::derive("input/0/a.mp4", "etag1", "0", "{}");
+        assert_eq!(a, JobId::derive("input/0/a.mp4", "etag1", "0", "{}"));
+        assert_ne!(a, JobId::derive("input/0/a.mp4", "etag2", "0", "{}"));
+        assert_ne!(a, JobId::derive("input/0/a.mp4", "etag1", "1", "{}"));
+        // The separator keeps concatenations apart.
+        assert_ne!(
+            JobId::derive("ab", "c", "", ""),
+            JobId::derive("a", "bc", "", "")
+        );
+        assert!(JobId::parse(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn job_ids_refuse_paths() {
+        for bad in [
+            "../../etc/passwd",
+            "0123456789ABCDEF",
+            "0123",
+            "0123456789abcdeg",
+        ] {
+            assert!(JobId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The style stage, run by workers: one batch message in, one encoded chunk and its done marker
+//! out, then `stitch` if this batch completed the set.
+//!
+//! Order of side effects (all before the message is completed, all idempotent): decode exactly the
+//! batch's frames (seeking, never from the start), style them in model batches, encode the chunk
+//! with the source's timestamps, write the chunk (a redelivery overwrites the same name), write the
+//! done marker create-only, post `stitch` when every batch is done. A redelivered batch whose
+//! marker exists only re-checks the stitch condition.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use stylefleet_models::{Frame, StyleOptions, StyleSpec, Stylizer};
+
+use crate::job::{DoneMarker, Manifest, now_secs, paths};
+use crate::message::{BatchMessage, StitchMessage};
+use crate::queue::{Delivery, STITCH};
+use crate::stage::{Context, JobLog, Outcome, StageError};
+
+/// A worker's model, loaded once per process and re-conditioned when the style changes.
+#[derive(Default)]
+pub struct StyleStage {
+    /// The last style used and its ready network: consecutive batches of a job reuse it.
+    current: Option<(String, Arc<Stylizer>)>,
+    /// The device every network runs on.
+    device: Option<candle_core::Device>,
+}
+
+impl std::fmt::Debug for StyleStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StyleStage")
+            .field("style", &self.current.as_ref().map(|c| &c.0))
+            .finish()
+    }
+}
+
+impl StyleStage {
+    /// A stage that runs on `device`.
+    pub fn new(device: candle_core::Device) -> Self {
+        Self {
+            current: None,
+            device: Some(device),
+        }
+    }
+
+    /// Handles one batch delivery.
+    pub async fn handle(&mut self, ctx: &Context, delivery: &Delivery) -> Outcome {
+        let message = match BatchMessage::parse(&delivery.body) {
+            Ok(m) => m,
+            Err(e) => {
+                return Outcome::DeadLetter {
+                    reason: e.reason().into(),
+                    description: e.to_string(),
+                };
+            }
+        };
+        let manifest = match ctx
+            .store
+            .get_json::<Manifest>(&paths::manifest(&message.job))
+            .await
+        {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return Outcome::DeadLetter {
+                    reason: "UnknownJob".into(),
+                    description: format!("job {} has no manifest", message.job),
+                };
+            }
+            Err(e) => {
+                return ctx.outcome(
+                    Err(e.into()),
+                    delivery.delivery_count,
+                    "reading the manifest",
+                );
+            }
+        };
+        let planned = manifest.batches.iter().find(|b| b.index == message.batch);
+        if planned.map(|b| b.frames) != Some(message.frames) {
+            return Outcome::DeadLetter {
+                reason: "InvalidMessage".into(),
+                description: format!(
+                    "batch {} frames {:?} is not in job {}'s plan",
+                    message.batch, message.frames, message.job
+                ),
+            };
+        }
+        let attempt = delivery.delivery_count;
+        let mut log = JobLog::new(
+            &message.job,
+            format!("batch-{:05}.attempt-{attempt}", message.batch),
+        );
+        let result = self.run(ctx, &manifest, &message, &mut log).await;
+        let what = format!("batch {} of job {}", message.batch, message.job);
+        let outcome = ctx.outcome(result, attempt, &what);
+        match &outcome {
+            Outcome::Complete => {}
+            Outcome::Retry { reason, delay } => {
+                log.warn(format!("will retry in {delay:?}: {reason}"))
+            }
+            Outcome::DeadLetter {
+                reason,
+                description,
+            } => {
+                log.warn(format!("failed for good ({reason}): {description}"));
+                ctx.fail_batch(
+                    &message.job,
+                    &manifest.source.path,
+                    Some(message.batch),
+                    manifest.batches.len() as u32,
+                    description,
+                )
+                .await;
+            }
+        }
+        log.flush(&ctx.logs).await;
+        outcome
+    }
+
+    async fn run(
+        &mut self,
+        ctx: &Context,
+        manifest: &Manifest,
+        message: &BatchMessage,
+        log: &mut JobLog,
+    ) -> Result<(), StageError> {
+        let job = &message.job;
+        if ctx.store.exists(&paths::done(job, message.batch)).await? {
+            log.info("already done (redelivery)");
+            return post_stitch_if_complete(ctx, manifest, log).await;
+        }
+        let range = message.range();
+        let mut timings = std::collections::BTreeMap::new();
+
+        let started = Instant::now();
+        let scratch = ctx.scratch.join("sources");
+        let ext = manifest
+            .source
+            .path
+            .rsplit_once('.')
+            .map_or("bin", |(_, e)| e);
+        let source = ctx
+            .store
+            .materialize(&manifest.source.path, &scratch, &format!("{job}.{ext}"))
+            .await?;
+        let frames = crate::media::decode_frames(&source, &manifest.probe, range.clone())
+            .await
+            .map_err(|e| StageError::Transient(format!("decoding frames {range:?}: {e}")))?;
+        timings.insert("decode".to_owned(), started.elapsed().as_secs_f64());
+        log.info(format!("decoded {} frames {range:?}", frames.len()));
+
+        let started = Instant::now();
+        let stylizer = self.stylizer(ctx, manifest).await?;
+        let (width, height) = (manifest.probe.video.width, manifest.probe.video.height);
+        let model_batch = manifest.model_batch.max(1) as usize;
+        let styled = tokio::task::spawn_blocking(move || {
+            style_frames(&stylizer, frames, width, height, model_batch)
+        })
+        .await
+        .map_err(|e| StageError::Transient(format!("the style task stopped: {e}")))??;
+        let style_secs = started.elapsed().as_secs_f64();
+        timings.insert("style".to_owned(), style_secs);
+        log.info(format!(
+            "styled {} frames in {style_secs:.2} s",
+            styled.len()
+        ));
+
+        let started = Instant::now();
+        let chunk_dir = ctx.scratch.join("chunks").join(job.as_str());
+        tokio::fs::create_dir_all(&chunk_dir).await.map_err(|e| {
+            StageError::Transient(format!("cannot create {}: {e}", chunk_dir.display()))
+        })?;
+        let chunk_file = chunk_dir.join(format!("{:05}.mp4", message.batch));
+        crate::media::encode_chunk(
+            &styled,
+            &manifest.probe,
+            range.clone(),
+            &chunk_file,
+            &manifest.encoder,
+        )
+        .await
+        .map_err(|e| StageError::Transient(format!("encoding the chunk: {e}")))?;
+        ctx.store
+            .upload(&chunk_file, &paths::chunk(job, message.batch), false)
+            .await?;
+        let _ = tokio::fs::remove_file(&chunk_file).await;
+        timings.insert("encode".to_owned(), started.elapsed().as_secs_f64());
+
+        let marker = DoneMarker {
+            batch: message.batch,
+            frames: range.end - range.start,
+            timings,
+            worker: ctx.worker_name.clone(),
+            at: now_secs(),
+        };
+        ctx.store
+            .put_json_create(&paths::done(job, message.batch), &marker)
+            .await?;
+        log.info("chunk and done marker written");
+        post_stitch_if_complete(ctx, manifest, log).await
+    }
+
+    /// The network for this manifest's style, reused across batches of the same style.
+    async fn stylizer(
+        &mut self,
+        ctx: &Context,
+        manifest: &Manifest,
+    ) -> Result<Arc<Stylizer>, StageError> {
+        let key = format!(
+            "{}|{}|{}",
+            manifest.style.spec, manifest.style.strength, manifest.style.preserve_colour
+        );
+        if let Some((current, stylizer)) = &self.current {
+            if *current == key {
+                return Ok(stylizer.clone());
+            }
+        }
+        let spec = match manifest.style.spec.strip_prefix("image:") {
+            Some(image) => {
+                let name = image.replace('/', "_");
+                let local = ctx
+                    .store
+                    .materialize(image, &ctx.scratch.join("styles"), &name)
+                    .await?;
+                StyleSpec::Image(local)
+            }
+            None => manifest
+                .style
+                .spec
+                .parse::<StyleSpec>()
+                .map_err(|e| StageError::Permanent(e.to_string()))?,
+        };
+        let options = StyleOptions {
+            strength: manifest.style.strength,
+            preserve_colour: manifest.style.preserve_colour,
+        };
+        let device = match &self.device {
+            Some(d) => d.clone(),
+            None => candle_core::Device::Cpu,
+        };
+        let stylizer = tokio::task::spawn_blocking(move || Stylizer::new(&spec, options, &device))
+            .await
+            .map_err(|e| StageError::Transient(format!("the model task stopped: {e}")))?
+            .map_err(|e| StageError::Permanent(format!("cannot load the style: {e}")))?;
+        let stylizer = Arc::new(stylizer);
+        self.current = Some((key, stylizer.clone()));
+        Ok(stylizer)
+    }
+}
+
+/// Styles frames in model batches of `model_batch`.
+fn style_frames(
+    stylizer: &Stylizer,
+    frames: Vec<Vec<u8>>,
+    width: u32,
+    height: u32,
+    model_batch: usize,
+) -> Result<Vec<Vec<u8>>, StageError> {
+    let mut out = Vec::with_capacity(frames.len());
+    let mut frames = frames.into_iter().peekable();
+    while frames.peek().is_some() {
+        let batch: Vec<Frame> = frames
+            .by_ref()
+            .take(model_batch)
+            .map(|data| Frame {
+                width,
+                height,
+                data,
+            })
+            .collect();
+        let styled = stylizer
+            .style_batch(&batch)
+            .map_err(|e| StageError::Permanent(format!("styling: {e}")))?;
+        out.extend(styled.into_iter().map(|f| f.data));
+    }
+    Ok(out)
+}
+
+/// Posts `stitch` when every batch of the plan has its done marker. Several workers may post it;
+/// the message id makes duplicates collapse and the aggregator is idempotent anyway.
+pub async fn post_stitch_if_complete(
+    ctx: &Context,
+    manifest: &Manifest,
+    log: &mut JobLog,
+) -> Result<(), StageError> {
+    let done = ctx.store.list(&paths::done_dir(&manifest.job)).await?;
+    if done.len() >= manifest.batches.len() {
+        ctx.queue
+            .send(
+                STITCH,
+                vec![StitchMessage::new(manifest.job.clone()).to_outgoing()],
+            )
+            .await?;
+        log.info("all batches done: posted stitch");
+    }
+    Ok(())
+}
