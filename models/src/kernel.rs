@@ -108,6 +108,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl Conv {
     /// Output size for an input view.
     pub(crate) fn output_size(&self, view: &InputView) -> (usize, usize) {
@@ -147,7 +154,6 @@ impl Conv {
                 patches.clear();
                 patches.resize(kk * n, 0.0);
                 self.pack(input, view, &rows, &cols, r0, r1, wo, patches);
-                let dst = dst;
                 // SAFETY: `dst.0 + r0*wo` plus channel strides of `plane` addresses columns
                 // `r0*wo .. r1*wo` of each of the `c_out` planes: inside `out`, and disjoint
                 // from every other tile. `weight` is `c_out x kk`, `patches` is `kk x n`.
@@ -156,7 +162,7 @@ impl Conv {
                         self.c_out,
                         n,
                         kk,
-                        dst.0.add(r0 * wo),
+                        dst.get().add(r0 * wo),
                         1,
                         plane as isize,
                         false,
@@ -179,7 +185,7 @@ impl Conv {
                 (0..self.c_out)
                     .map(|c| {
                         let row = unsafe {
-                            std::slice::from_raw_parts_mut(dst.0.add(c * plane + r0 * wo), n)
+                            std::slice::from_raw_parts_mut(dst.get().add(c * plane + r0 * wo), n)
                         };
                         if let Some(&b) = self.bias.get(c) {
                             row.iter_mut().for_each(|v| *v += b);

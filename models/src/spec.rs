@@ -201,6 +201,7 @@ impl fmt::Display for StyleSpec {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

