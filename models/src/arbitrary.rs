@@ -38,6 +38,7 @@
 //! `transformer.expand.conv1.conv`, ...). TF's `StyleNorm/Conv` is `beta`, `StyleNorm/Conv_1` is
 //! `gamma`. Biases of convs that a norm follows are zero but kept, so every conv has both keys.
 
+mod cpu;
 mod predictor;
 mod transform;
 

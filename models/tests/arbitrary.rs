@@ -6,13 +6,15 @@
 //! output from the shipped graphs themselves. Frames: Big Buck Bunny, (c) Blender Foundation,
 //! CC BY 3.0.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use stylefleet_models::arbitrary::{ArbitraryStyle, StylePredictor, Transform, style_input};
-use stylefleet_models::{Frame, ModelError};
+use stylefleet_models::{Frame, ModelError, StyleOptions, StyleSpec, Stylizer, write_image};
 
 /// The port must match the float reference graph this closely.
 const TOLERANCE: f32 = 1e-4;
@@ -99,6 +101,17 @@ fn transform_matches_float_reference_at_odd_size() {
     assert_eq!(out.dims(), [1, 3, 250, 333]);
     let diff = max_abs_diff(&out, &tensor("expected_250x333"));
     assert!(diff <= TOLERANCE, "250x333 output differs by {diff}");
+}
+
+#[test]
+fn plain_candle_path_matches_float_reference() {
+    // The path non-CPU devices take, checked on the CPU against the same golden output.
+    let styled = transform().with_style(&tensor("style_vector")).unwrap();
+    let out = styled
+        .run_f32_reference(&unit_nchw(&tensor("content_250x333")))
+        .unwrap();
+    let diff = max_abs_diff(&out, &tensor("expected_250x333"));
+    assert!(diff <= TOLERANCE, "plain path differs by {diff}");
 }
 
 #[test]
@@ -275,4 +288,92 @@ fn arbitrary_style_from_a_frame_matches_the_parts() {
         diff <= 1e-6,
         "ArbitraryStyle differs from predictor + transform by {diff}"
     );
+}
+
+/// A `w x h` crop of the golden 384x384 content as a frame.
+fn content_frame(w: usize, h: usize) -> Frame {
+    let data = tensor("content_384")
+        .narrow(0, 0, h)
+        .unwrap()
+        .narrow(1, 0, w)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u8>()
+        .unwrap();
+    Frame {
+        width: w as u32,
+        height: h as u32,
+        data,
+    }
+}
+
+#[test]
+fn stylizer_serves_a_style_image() {
+    let style = Frame {
+        width: 256,
+        height: 256,
+        data: tensor("style")
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<u8>()
+            .unwrap(),
+    };
+    let dir = std::env::temp_dir().join(format!("stylefleet-arbitrary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("style.png");
+    write_image(&path, &style).unwrap();
+    let spec: StyleSpec = path.display().to_string().parse().unwrap();
+    assert_eq!(spec, StyleSpec::Image(path.clone()));
+    let stylizer = Stylizer::new(&spec, StyleOptions::default(), &Device::Cpu).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let frame = content_frame(61, 47);
+    let out = stylizer.style_batch(std::slice::from_ref(&frame)).unwrap();
+    assert_eq!((out[0].width, out[0].height), (61, 47));
+
+    // The same frame through the network directly, quantised to 8 bits.
+    let x = unit_nchw(&tensor("content_384"))
+        .narrow(2, 0, 47)
+        .unwrap()
+        .narrow(3, 0, 61)
+        .unwrap();
+    let expected = ArbitraryStyle::new(&style, &Device::Cpu)
+        .unwrap()
+        .run_f32(&x)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .permute((1, 2, 0))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let worst = out[0]
+        .data
+        .iter()
+        .zip(&expected)
+        .map(|(&got, &want)| (f32::from(got) - want * 255.0).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1.0,
+        "stylizer output is {worst} levels off the network's"
+    );
+    let changed = out[0]
+        .data
+        .iter()
+        .zip(&frame.data)
+        .filter(|(a, b)| a.abs_diff(**b) > 16)
+        .count();
+    assert!(changed > frame.data.len() / 2, "the frame barely changed");
+}
+
+#[test]
+fn a_missing_style_image_is_a_clear_error() {
+    let spec = StyleSpec::Image("no/such/style.png".into());
+    match Stylizer::new(&spec, StyleOptions::default(), &Device::Cpu) {
+        Err(e @ ModelError::Image { .. }) => assert!(e.to_string().contains("style.png"), "{e}"),
+        other => panic!("expected an image error, got {other:?}"),
+    }
 }

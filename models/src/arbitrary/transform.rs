@@ -10,8 +10,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::STYLE_DIM;
+use super::cpu::{HostLayer, HostTransform, TransformOp};
 use crate::ModelError;
 use crate::error::CandleContext;
+use crate::kernel::Activation;
 
 /// The converted weights, embedded so loading never touches the file system.
 static WEIGHTS: &[u8] = include_bytes!("../../weights/arbitrary_transform.safetensors");
@@ -20,7 +22,7 @@ static WEIGHTS: &[u8] = include_bytes!("../../weights/arbitrary_transform.safete
 pub(crate) const MIN_SIDE: u32 = 5;
 
 /// Frames are padded to a multiple of this (two stride-2 convs, two x2 upsamples).
-const MULTIPLE: usize = 4;
+pub(super) const MULTIPLE: usize = 4;
 
 /// Variance epsilon of the style norm.
 const EPS: f64 = 1e-5;
@@ -249,7 +251,7 @@ impl Transform {
                 .map(|[a, b]| Ok([a.with_style(&style)?, b.with_style(&style)?]))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let [e1, e2, e3] = &self.expand;
-            Ok(StyledTransform {
+            let mut styled = StyledTransform {
                 contract: self.contract.clone(),
                 residual,
                 expand: [
@@ -257,7 +259,12 @@ impl Transform {
                     e2.with_style(&style)?,
                     e3.with_style(&style)?,
                 ],
-            })
+                host: None,
+            };
+            if self.device.is_cpu() {
+                styled.host = Some(styled.host_layers()?);
+            }
+            Ok(styled)
         };
         build().ctx("conditioning the style transform")
     }
@@ -269,12 +276,64 @@ pub struct StyledTransform {
     contract: [Conv; 3],
     residual: Vec<[StyledConv; 2]>,
     expand: [StyledConv; 3],
+    /// The same layers as host data for the CPU kernels (only on CPU).
+    host: Option<HostTransform>,
 }
 
 impl StyledTransform {
     /// Style a batch `[N, 3, h, w]` of f32 frames in `[0, 1]`: reflect-pad bottom/right to a
-    /// multiple of 4, run, crop back to `h x w`. Frames smaller than 5x5 are rejected.
+    /// multiple of 4, run, crop back to `h x w`. Frames smaller than 5x5 are rejected. Uses the
+    /// fused kernels on CPU.
     pub fn run_f32(&self, frames: &Tensor) -> Result<Tensor, ModelError> {
+        self.run(frames, true)
+    }
+
+    /// As [`StyledTransform::run_f32`] but always with plain Candle ops (the path other devices
+    /// take): slow on CPU, kept to check the kernels against it.
+    pub fn run_f32_reference(&self, frames: &Tensor) -> Result<Tensor, ModelError> {
+        self.run(frames, false)
+    }
+
+    /// Copy the layers to the host for the CPU kernels.
+    fn host_layers(&self) -> candle_core::Result<HostTransform> {
+        let [c1, c2, c3] = &self.contract;
+        let contract = [c1, c2, c3]
+            .into_iter()
+            .map(|c| HostLayer::new(&c.weight, &c.bias, None, c.stride, false, Activation::Relu))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let styled = |l: &StyledConv, upsample, activation| {
+            HostLayer::new(
+                &l.conv.weight,
+                &l.conv.bias,
+                Some((&l.norm.gamma, &l.norm.beta)),
+                l.conv.stride,
+                upsample,
+                activation,
+            )
+        };
+        let residual = self
+            .residual
+            .iter()
+            .map(|[a, b]| {
+                Ok([
+                    styled(a, false, Activation::Relu)?,
+                    styled(b, false, Activation::None)?,
+                ])
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let [e1, e2, e3] = &self.expand;
+        Ok(HostTransform {
+            contract,
+            residual,
+            expand: vec![
+                styled(e1, true, Activation::Relu)?,
+                styled(e2, true, Activation::Relu)?,
+                styled(e3, false, Activation::Sigmoid)?,
+            ],
+        })
+    }
+
+    fn run(&self, frames: &Tensor, fast: bool) -> Result<Tensor, ModelError> {
         let (h, w) = match frames.dims() {
             &[_, 3, h, w] => (h, w),
             dims => {
@@ -291,7 +350,10 @@ impl StyledTransform {
             });
         }
         let run = || -> candle_core::Result<Tensor> {
-            let frames = frames.contiguous()?;
+            let frames = frames.to_dtype(DType::F32)?.contiguous()?;
+            if let (true, Some(host)) = (fast, &self.host) {
+                return frames.apply_op1_no_bwd(&TransformOp(host));
+            }
             let (ph, pw) = (
                 h.next_multiple_of(MULTIPLE) - h,
                 w.next_multiple_of(MULTIPLE) - w,
@@ -333,6 +395,7 @@ impl Module for StyledTransform {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::reflect_indices;
     use candle_core::Device;
