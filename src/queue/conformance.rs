@@ -1,4 +1,4 @@
-//! The queue conformance suite: plain async functions that any [`Queue`](super::Queue) backend's
+//! The queue conformance suite: plain async functions that any [`Queue`] backend's
 //! tests call.
 //!
 //! Each function takes the backend, its [`Capabilities`] and a queue name that no other test
