@@ -1,0 +1,191 @@
+//! The one way this crate runs ffmpeg and ffprobe.
+//!
+//! Every invocation gets `-hide_banner`, `-loglevel error` (and `-nostdin` for ffmpeg, which
+//! would otherwise read keys from the terminal), takes paths as `OsStr`, runs with
+//! `kill_on_drop` so that a cancelled future does not leave a child behind, and keeps the tail
+//! of stderr in the error.
+
+use std::ffi::{OsStr, OsString};
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::MediaError;
+
+/// Keep this much of a failing tool's stderr: enough for the reason, never a flood.
+const STDERR_TAIL: usize = 4096;
+
+/// Which program to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Program {
+    Ffmpeg,
+    Ffprobe,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Program::Ffmpeg => "ffmpeg",
+            Program::Ffprobe => "ffprobe",
+        }
+    }
+
+    fn path(self) -> std::path::PathBuf {
+        // ffmpeg-sidecar looks next to the executable first, then falls back to PATH; its
+        // download feature is off, so it never fetches a binary.
+        match self {
+            Program::Ffmpeg => ffmpeg_sidecar::paths::ffmpeg_path(),
+            Program::Ffprobe => ffmpeg_sidecar::ffprobe::ffprobe_path(),
+        }
+    }
+}
+
+/// What a successful run printed.
+#[derive(Debug)]
+pub(crate) struct Captured {
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: String,
+}
+
+/// An ffmpeg or ffprobe command line under construction.
+#[derive(Debug)]
+pub(crate) struct FfCommand {
+    program: Program,
+    step: &'static str,
+    args: Vec<OsString>,
+}
+
+impl FfCommand {
+    /// An ffmpeg run doing `step` (used in errors: "ffmpeg failed to {step}").
+    pub(crate) fn ffmpeg(step: &'static str) -> Self {
+        Self::new(Program::Ffmpeg, step).args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+    }
+
+    /// An ffprobe run doing `step`, printing JSON.
+    pub(crate) fn ffprobe(step: &'static str) -> Self {
+        Self::new(Program::Ffprobe, step).args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-of",
+            "json",
+        ])
+    }
+
+    fn new(program: Program, step: &'static str) -> Self {
+        Self {
+            program,
+            step,
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends one argument.
+    pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Appends several arguments.
+    pub(crate) fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs with no input and returns stdout and stderr, or the failure with stderr's tail.
+    pub(crate) async fn run(self) -> Result<Captured, MediaError> {
+        self.run_with_input(&[]).await
+    }
+
+    /// Runs, writing `input` chunk by chunk to stdin (closed afterwards) while stdout and
+    /// stderr are read concurrently, so that neither side can block the other.
+    pub(crate) async fn run_with_input(self, input: &[Vec<u8>]) -> Result<Captured, MediaError> {
+        let program = self.program.name();
+        let step = self.step;
+        tracing::debug!(program, step, args = ?self.args, "running");
+        let mut child = Command::new(self.program.path())
+            .args(&self.args)
+            .stdin(if input.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => MediaError::ProgramMissing { program, source },
+                _ => MediaError::Spawn {
+                    program,
+                    step,
+                    source,
+                },
+            })?;
+        let stdin = child.stdin.take();
+        let feed = async move {
+            let Some(mut stdin) = stdin else {
+                return Ok(());
+            };
+            for chunk in input {
+                stdin.write_all(chunk).await?;
+            }
+            stdin.shutdown().await
+        };
+        let (fed, output) = tokio::join!(feed, child.wait_with_output());
+        let output = output.map_err(|source| MediaError::Spawn {
+            program,
+            step,
+            source,
+        })?;
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !output.status.success() {
+            return Err(MediaError::Ffmpeg {
+                step,
+                status: output.status,
+                stderr: tail(&stderr),
+            });
+        }
+        // A write error with a successful exit means the tool stopped reading early, which
+        // callers see as a wrong frame count; report it as such rather than as success.
+        fed.map_err(|source| MediaError::Spawn {
+            program,
+            step,
+            source,
+        })?;
+        Ok(Captured {
+            stdout: output.stdout,
+            stderr,
+        })
+    }
+}
+
+/// The last [`STDERR_TAIL`] bytes of `text`, cut at a character boundary, trimmed.
+fn tail(text: &str) -> String {
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(STDERR_TAIL);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_end_on_a_char_boundary() {
+        let text = format!("{}é{}", "a".repeat(10), "b".repeat(STDERR_TAIL - 1));
+        let t = tail(&text);
+        assert!(t.len() <= STDERR_TAIL);
+        assert!(t.ends_with('b'));
+        assert_eq!(tail("  short\n"), "short");
+    }
+}

@@ -1,0 +1,220 @@
+//! Encoding a batch of styled frames into a chunk that carries the source's exact timestamps.
+//!
+//! Raw RGB frames on a pipe have no timestamps of their own, so the chunk's timestamps are
+//! written by a filter: `settb` switches to ticks of the source's time base denominator, then
+//! `setpts` gives frame `N` its source pts relative to the range's first frame, as the flat sum
+//! `p0*eq(N,0) + p1*eq(N,1) + ...` (no nesting depth to overflow; for the batch sizes used
+//! here, a few hundred frames, its cost is negligible next to encoding). The encoder keeps that
+//! time base (`-enc_time_base`), `-fps_mode passthrough` keeps every frame once, and the mp4
+//! track uses the same timescale (`-video_track_timescale`), so every tick survives into the
+//! file exactly, VFR included. The expression goes through a filter script file next to the
+//! output, which has no command-line length limit.
+//!
+//! Other choices, measured against this one: letting ffmpeg assume a constant rate and
+//! rewriting timestamps while stitching (`setts` bitstream filter) needs the same table for
+//! the whole video in one expression, quadratic in the video's length; a container that
+//! carries per-frame pts from the producer (NUT) would mean writing a muxer here.
+//!
+//! Odd widths or heights cannot use 4:2:0 or 4:2:2 chroma (the chroma planes would need half
+//! a pixel), so for those sizes the chunk is encoded 4:4:4 (`yuv444p`, H.264 High 4:4:4):
+//! the output keeps the source's exact size without padding or cropping.
+
+use std::ffi::OsString;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::command::FfCommand;
+use super::verify::verify_chunk;
+use super::{MediaError, Probe};
+
+/// How chunks are encoded. Stored in the job manifest, so every batch of a job uses the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EncoderSettings {
+    /// ffmpeg encoder name.
+    pub codec: String,
+    /// Constant rate factor (lower is better quality).
+    pub crf: u8,
+    /// Encoder speed preset.
+    pub preset: String,
+    /// Pixel format; a chroma-subsampled format becomes `yuv444p` for odd sizes.
+    pub pix_fmt: String,
+}
+
+impl Default for EncoderSettings {
+    /// H.264 (libx264), CRF 18 (visually transparent), `medium`, `yuv420p`.
+    fn default() -> Self {
+        Self {
+            codec: "libx264".into(),
+            crf: 18,
+            preset: "medium".into(),
+            pix_fmt: "yuv420p".into(),
+        }
+    }
+}
+
+impl EncoderSettings {
+    /// The pixel format actually used for a `width` x `height` video: `pix_fmt`, unless the
+    /// size is odd in a direction that format subsamples, in which case `yuv444p`.
+    pub fn pix_fmt_for(&self, width: u32, height: u32) -> &str {
+        let f = self.pix_fmt.as_str();
+        let halves_width = f.starts_with("yuv420")
+            || f.starts_with("yuvj420")
+            || f.starts_with("yuv422")
+            || f.starts_with("yuvj422")
+            || f.starts_with("nv12")
+            || f.starts_with("nv16");
+        let halves_height =
+            f.starts_with("yuv420") || f.starts_with("yuvj420") || f.starts_with("nv12");
+        if (halves_width && width % 2 == 1) || (halves_height && height % 2 == 1) {
+            "yuv444p"
+        } else {
+            f
+        }
+    }
+
+    /// The codec name ffprobe reports for what this encoder writes, when known.
+    pub(crate) fn codec_name(&self) -> Option<&'static str> {
+        match self.codec.as_str() {
+            "libx264" | "h264" | "h264_nvenc" => Some("h264"),
+            "libx265" | "hevc" | "hevc_nvenc" => Some("hevc"),
+            "libsvtav1" | "libaom-av1" | "librav1e" | "av1_nvenc" => Some("av1"),
+            "libvpx-vp9" => Some("vp9"),
+            _ => None,
+        }
+    }
+}
+
+/// Encodes `frames` (packed RGB24, stored orientation), which are the source frames `range`,
+/// into the mp4 `out`, with each frame's pts equal to the source's pts minus the range's first
+/// pts. The chunk is checked with ffprobe before returning (frame count and timestamps).
+pub async fn encode_chunk(
+    frames: &[Vec<u8>],
+    probe: &Probe,
+    range: Range<u64>,
+    out: &Path,
+    settings: &EncoderSettings,
+) -> Result<(), MediaError> {
+    let v = &probe.video;
+    let (start, end) = (range.start as usize, range.end as usize);
+    if start >= end || end > probe.frames.len() || frames.len() != end - start {
+        return Err(MediaError::InvalidRequest {
+            reason: format!(
+                "{} frames given for range {range:?} of a {}-frame video",
+                frames.len(),
+                probe.frames.len()
+            ),
+        });
+    }
+    let frame_len = v.width as usize * v.height as usize * 3;
+    if let Some(bad) = frames.iter().position(|f| f.len() != frame_len) {
+        return Err(MediaError::InvalidRequest {
+            reason: format!(
+                "frame {bad} has {} bytes, expected {frame_len} ({}x{} RGB24)",
+                frames[bad].len(),
+                v.width,
+                v.height
+            ),
+        });
+    }
+
+    // Ticks of 1/den: a time base num/den becomes num ticks per source tick.
+    let tb = v.time_base;
+    let first = probe.frames[start].pts;
+    let mut setpts = String::with_capacity(24 * frames.len());
+    for (n, frame) in probe.frames[start..end].iter().enumerate() {
+        let ticks = (frame.pts - first) * tb.num;
+        if ticks != 0 {
+            if !setpts.is_empty() {
+                setpts.push('+');
+            }
+            setpts.push_str(&format!("{ticks}*eq(N,{n})"));
+        }
+    }
+    if setpts.is_empty() {
+        setpts.push('0');
+    }
+    let script = sibling(out, "vf");
+    let graph = format!("settb=1/{den},setpts='{setpts}'", den = tb.den);
+    tokio::fs::write(&script, graph)
+        .await
+        .map_err(|source| MediaError::Io {
+            step: "write the filter script",
+            path: script.clone(),
+            source,
+        })?;
+
+    let rate = [v.avg_frame_rate, v.r_frame_rate]
+        .into_iter()
+        .find(|r| r.is_valid())
+        .unwrap_or(super::Rational::new(25, 1));
+    let result = FfCommand::ffmpeg("encode a chunk")
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24"])
+        .args([
+            "-s",
+            &format!("{}x{}", v.width, v.height),
+            "-framerate",
+            &rate.to_string(),
+        ])
+        .args(["-i", "pipe:0"])
+        .arg("-filter_script:v")
+        .arg(&script)
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base",
+            &format!("1/{}", tb.den),
+        ])
+        .args([
+            "-c:v",
+            &settings.codec,
+            "-preset",
+            &settings.preset,
+            "-crf",
+            &settings.crf.to_string(),
+        ])
+        .args(["-pix_fmt", settings.pix_fmt_for(v.width, v.height)])
+        .args([
+            "-video_track_timescale",
+            &tb.den.to_string(),
+            "-an",
+            "-f",
+            "mp4",
+            "-y",
+        ])
+        .arg(out)
+        .run_with_input(frames)
+        .await;
+    let _ = tokio::fs::remove_file(&script).await;
+    result?;
+    verify_chunk(probe, range, out).await
+}
+
+/// `path` with `.{ext}` appended to its file name.
+pub(crate) fn sibling(path: &Path, ext: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_sizes_get_full_chroma() {
+        let s = EncoderSettings::default();
+        assert_eq!(s.pix_fmt_for(64, 48), "yuv420p");
+        assert_eq!(s.pix_fmt_for(65, 48), "yuv444p");
+        assert_eq!(s.pix_fmt_for(64, 49), "yuv444p");
+        let s422 = EncoderSettings {
+            pix_fmt: "yuv422p".into(),
+            ..EncoderSettings::default()
+        };
+        assert_eq!(s422.pix_fmt_for(64, 49), "yuv422p");
+        assert_eq!(s422.pix_fmt_for(65, 48), "yuv444p");
+    }
+}

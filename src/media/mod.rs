@@ -1,0 +1,39 @@
+//! Everything that touches ffmpeg and ffprobe: probing a source, decoding an exact range of
+//! frames, encoding a chunk with the source's timestamps, stitching chunks with the source's
+//! audio, and verifying the result frame by frame.
+//!
+//! # Layout
+//!
+//! - [`command`](self): the one ffmpeg/ffprobe command builder (private).
+//! - [`probe()`]: ffprobe into a [`Probe`], refusing what is not a video.
+//! - [`check`]: size limits ([`Limits`]).
+//! - [`decode_frames`]: a frame range to RGB24, seeking to the nearest keyframe.
+//! - [`encode_chunk`]: RGB24 frames to an mp4 chunk with exact timestamps ([`EncoderSettings`]).
+//! - [`stitch`]: chunks plus the source's audio and subtitles into the output mp4.
+//! - [`verify`], [`verify_chunk`]: ffprobe checks of an output against its source.
+//! - [`time`]: exact rational time arithmetic.
+//!
+//! # Frame-exactness
+//!
+//! The output has the source's frame count, per-frame timestamps (relative to the first
+//! frame, VFR included), stored size and rotation; audio and subtitles are stream copies. The
+//! module docs of [`decode`], [`encode`] and [`stitch`](mod@stitch) say how each step keeps that.
+
+mod command;
+pub mod decode;
+pub mod encode;
+mod error;
+pub mod limits;
+pub mod probe;
+pub mod stitch;
+pub mod time;
+pub mod verify;
+
+pub use decode::decode_frames;
+pub use encode::{EncoderSettings, encode_chunk};
+pub use error::MediaError;
+pub use limits::{Limits, check};
+pub use probe::{FormatInfo, FrameTime, Probe, StreamInfo, VideoStream, probe};
+pub use stitch::stitch;
+pub use time::Rational;
+pub use verify::{compare, verify, verify_chunk};
