@@ -354,6 +354,50 @@ async fn vfr_ranges_join() {
     assert_ranges_join(&source, 5, 17, 33).await;
 }
 
+/// Audio start minus video start in seconds, read with ffprobe.
+fn audio_lead(path: &Path) -> f64 {
+    let start = |stream: &str| -> f64 {
+        let line = ffprobe(
+            path,
+            &[
+                "-select_streams",
+                stream,
+                "-show_entries",
+                "stream=start_time",
+            ],
+        );
+        line.split([',', '\n']).next().unwrap().parse().unwrap()
+    };
+    start("a:0") - start("v:0")
+}
+
+#[tokio::test]
+async fn audio_stays_in_sync_when_video_or_audio_starts_late() {
+    let dir = tempfile::tempdir().unwrap();
+    for (source, sub) in [
+        (clips::late_video(dir.path()), "v"),
+        (clips::late_audio(dir.path()), "a"),
+    ] {
+        let work = dir.path().join(sub);
+        std::fs::create_dir_all(&work).unwrap();
+        let lead = audio_lead(&source);
+        assert!(lead.abs() > 0.25, "the clip really is offset: {lead}");
+        let (_, out) = roundtrip(&source, &work, &batches(25, 10)).await;
+        assert!(
+            (audio_lead(&out) - lead).abs() < 0.001,
+            "{} vs {lead}",
+            audio_lead(&out)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_of_hundreds_of_frames_keeps_its_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = clips::cfr_with_aac(dir.path(), 32, 24, 300, 30);
+    roundtrip(&source, dir.path(), &[0..1, 1..300]).await;
+}
+
 /// Encodes every batch of `source` unchanged, with `tamper` applied to the probe used for the
 /// chunk of batch 1, stitches with the true probe and returns what verify says.
 async fn verify_tampered(

@@ -352,3 +352,39 @@ pub fn big_buck_bunny() -> PathBuf {
     );
     clip
 }
+
+/// A CFR clip (64x48, 25 frames) whose video starts 0.3 s after its audio.
+pub fn late_video(dir: &Path) -> PathBuf {
+    offset_streams(dir, "late_video.mp4", true)
+}
+
+/// A CFR clip (64x48, 25 frames) whose audio starts 0.3 s after its video.
+pub fn late_audio(dir: &Path) -> PathBuf {
+    offset_streams(dir, "late_audio.mp4", false)
+}
+
+fn offset_streams(dir: &Path, name: &str, video_late: bool) -> PathBuf {
+    let plain = cfr_with_aac(dir, 64, 48, 25, 25);
+    let out = path(dir, name);
+    let (video, audio) = if video_late {
+        ("1:v", "0:a")
+    } else {
+        ("0:v", "1:a")
+    };
+    ffmpeg(&[
+        "-i",
+        s(&plain),
+        "-itsoffset",
+        "0.3",
+        "-i",
+        s(&plain),
+        "-map",
+        video,
+        "-map",
+        audio,
+        "-c",
+        "copy",
+        s(&out),
+    ]);
+    out
+}
