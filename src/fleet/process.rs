@@ -131,6 +131,15 @@ pub async fn process(
                 .scale_to(request.workers.max(1))
                 .map_err(anyhow::Error::from)?,
         }
+        // Workers that cannot even start (a broken build, a bad configuration) would otherwise be
+        // restarted forever.
+        if pool.failures() >= 3 * request.workers.max(1) as u64 && current.batches_done == 0 {
+            let exits = pool.failures();
+            break Err(anyhow::anyhow!(
+                "workers keep failing ({exits} exits); see their messages above"
+            )
+            .into());
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break Err(ProcessError::Interrupted(job.clone())),
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}

@@ -33,6 +33,8 @@ pub struct WorkerPool {
     stopping: Vec<Child>,
     /// Workers started so far (for names and tests).
     started: u64,
+    /// Workers that exited with a failure while they were wanted (crashes, bad configuration).
+    failures: u64,
 }
 
 impl WorkerPool {
@@ -43,6 +45,7 @@ impl WorkerPool {
             running: Vec::new(),
             stopping: Vec::new(),
             started: 0,
+            failures: 0,
         }
     }
 
@@ -64,6 +67,11 @@ impl WorkerPool {
     /// Workers started since the pool was created.
     pub fn started(&self) -> u64 {
         self.started
+    }
+
+    /// Workers that exited with a failure while they were wanted.
+    pub fn failures(&self) -> u64 {
+        self.failures
     }
 
     /// Reaps exited children, then starts or stops workers to reach `target`.
@@ -102,16 +110,23 @@ impl WorkerPool {
 
     /// Removes children that have exited.
     pub fn reap(&mut self) {
-        for list in [&mut self.running, &mut self.stopping] {
+        let mut failures = 0;
+        for (wanted, list) in [(true, &mut self.running), (false, &mut self.stopping)] {
             list.retain_mut(|child| match child.try_wait() {
                 Ok(Some(status)) => {
-                    tracing::info!(pid = child.id(), %status, "worker exited");
+                    if wanted && !status.success() {
+                        failures += 1;
+                        tracing::warn!(pid = child.id(), %status, "worker failed");
+                    } else {
+                        tracing::info!(pid = child.id(), %status, "worker exited");
+                    }
                     false
                 }
                 Ok(None) => true,
                 Err(_) => false,
             });
         }
+        self.failures += failures;
     }
 
     /// Stops every worker and waits up to `grace` for them to drain, then kills the rest.

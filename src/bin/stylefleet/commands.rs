@@ -20,7 +20,7 @@ use stylefleet::settings::{FloodLimits, Settings};
 use stylefleet::stage::Context;
 use stylefleet::store::Store;
 
-use crate::{Command, DlqAction, DlqFilter, Location, Planning};
+use crate::{Command, DlqAction, DlqFilter, Location, Planning, SasKind};
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -43,7 +43,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 preserve_colour: style.preserve_colour,
                 workers: workers.max(1),
             };
-            let worker = worker_command(&location, workers.max(1))?;
+            let mut worker = worker_command(&location, workers.max(1))?;
+            // The progress bar is the interface here: workers only speak up about problems.
+            if std::env::var_os("RUST_LOG").is_none() {
+                worker.env.push(("RUST_LOG".into(), "warn".into()));
+            }
             let bar = progress_bar(quiet);
             let shutdown = shutdown_on_signals();
             let result = process(&ctx, &request, worker, shutdown, |view| {
@@ -134,6 +138,21 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             style.strength,
             style.preserve_colour,
         ),
+        Command::Sas {
+            direction,
+            blob,
+            ttl_minutes,
+            store,
+        } => {
+            let direction = match direction {
+                SasKind::Upload => stylefleet::sas::SasDirection::Upload,
+                SasKind::Download => stylefleet::sas::SasDirection::Download,
+            };
+            let ttl = Duration::from_secs(ttl_minutes.saturating_mul(60));
+            let url = stylefleet::sas::mint(&store, &blob, direction, ttl).await?;
+            println!("{url}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Styles { sheet, output } => styles(sheet.as_deref(), output.as_deref()),
     }
 }

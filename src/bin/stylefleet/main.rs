@@ -21,6 +21,12 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum SasKind {
+    Upload,
+    Download,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Human,
     Json,
@@ -171,6 +177,21 @@ enum Command {
         output: PathBuf,
         #[command(flatten)]
         style: StyleArgs,
+    },
+    /// Mint a short-lived URL for an outside user to upload one video to `input/` or download one
+    /// result from `output/` (a user delegation SAS on Azure; never an account key).
+    Sas {
+        /// `upload` or `download`.
+        #[arg(value_enum)]
+        direction: SasKind,
+        /// The blob, e.g. `input/starry-blue/clip.mp4` or `output/starry-blue/clip.mp4`.
+        blob: String,
+        /// Lifetime in minutes (at most 24 hours).
+        #[arg(long, default_value_t = 60)]
+        ttl_minutes: u64,
+        /// The data account, `https://<account>.blob.core.windows.net`.
+        #[arg(long, env = "STYLEFLEET_STORE")]
+        store: String,
     },
     /// List the built-in styles, or render all of them on one picture.
     Styles {
