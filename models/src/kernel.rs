@@ -140,8 +140,12 @@ impl Conv {
         let cols = view.map(view.w, vw, pad);
         let kk = self.c_in * self.k * self.k;
         let plane = ho * wo;
-        out.clear();
-        out.resize(self.c_out * plane, 0.0);
+        // The gemm overwrites every element (it does not read dst): skip the zero-fill when the
+        // buffer already has the size.
+        if out.len() != self.c_out * plane {
+            out.clear();
+            out.resize(self.c_out * plane, 0.0);
+        }
         let tile_rows = (TILE_BYTES / (kk * wo * 4)).clamp(1, ho);
         let tiles = ho.div_ceil(tile_rows);
         let dst = OutPtr(out.as_mut_ptr());
@@ -151,27 +155,31 @@ impl Conv {
                 let r0 = t * tile_rows;
                 let r1 = (r0 + tile_rows).min(ho);
                 let n = (r1 - r0) * wo;
-                patches.clear();
-                patches.resize(kk * n, 0.0);
+                // Every element is written by `pack`: only grow, never zero-fill per tile.
+                if patches.len() < kk * n {
+                    patches.resize(kk * n, 0.0);
+                }
                 self.pack(input, view, &rows, &cols, r0, r1, wo, patches);
                 // SAFETY: `dst.0 + r0*wo` plus channel strides of `plane` addresses columns
                 // `r0*wo .. r1*wo` of each of the `c_out` planes: inside `out`, and disjoint
                 // from every other tile. `weight` is `c_out x kk`, `patches` is `kk x n`.
+                // Pixels are gemm's M (the long, vectorised side of its microkernel) and output
+                // channels its N: with M = c_out = 32 an AVX-512 kernel would idle half its rows.
                 unsafe {
                     gemm::gemm(
-                        self.c_out,
                         n,
+                        self.c_out,
                         kk,
                         dst.get().add(r0 * wo),
-                        1,
                         plane as isize,
+                        1,
                         false,
-                        self.weight.as_ptr(),
-                        1,
-                        kk as isize,
                         patches.as_ptr(),
-                        1,
                         n as isize,
+                        1,
+                        self.weight.as_ptr(),
+                        kk as isize,
+                        1,
                         0.0f32,
                         1.0f32,
                         false,
@@ -227,30 +235,60 @@ impl Conv {
                 for kx in 0..k {
                     let row_idx = (ci * k + ky) * k + kx;
                     let dst = &mut patches[row_idx * n..(row_idx + 1) * n];
-                    // Columns read for this kx: `cols[x*s + kx]`. The middle is a contiguous
-                    // run when stride is 1 and there is no upsample.
+                    // Columns read for this kx: `cols[x*s + kx]`. Inside `lo..hi` they follow a
+                    // simple rule (contiguous, every other, or each twice) that is copied without
+                    // the table; only the few edge columns go through it.
                     let colmap = |x: usize| cols[x * s + kx];
-                    let (lo, hi) = if s == 1 && !view.upsample {
-                        // x + kx - pad in [0, w): contiguous
-                        let pad = k / 2;
-                        let lo = pad.saturating_sub(kx);
-                        let hi = (view.w + pad).saturating_sub(kx).min(wo);
-                        (lo, hi.max(lo))
+                    let pad = k / 2;
+                    let (vw, w) = (cols.len() - 2 * pad, view.w);
+                    let (lo, hi) = if view.upsample {
+                        // virtual x + kx - pad in [0, vw)
+                        (
+                            pad.saturating_sub(kx),
+                            (vw + pad).saturating_sub(kx).min(wo),
+                        )
                     } else {
-                        (0, 0)
+                        // real x*s + kx - pad in [0, w)
+                        let lo = pad.saturating_sub(kx).div_ceil(s);
+                        let hi = ((w + pad).saturating_sub(kx)).div_ceil(s).min(wo);
+                        (lo, hi)
                     };
+                    let hi = hi.max(lo);
                     for (ty, y) in (r0..r1).enumerate() {
-                        let src = &src_plane[rows[y * s + ky] * view.w..][..view.w];
+                        let src = &src_plane[rows[y * s + ky] * w..][..w];
                         let d = &mut dst[ty * wo..(ty + 1) * wo];
-                        if hi > lo {
-                            let start = colmap(lo);
-                            d[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
-                            for x in (0..lo).chain(hi..wo) {
-                                d[x] = src[colmap(x)];
+                        for x in (0..lo).chain(hi..wo) {
+                            d[x] = src[colmap(x)];
+                        }
+                        if hi == lo {
+                            continue;
+                        }
+                        let mid = &mut d[lo..hi];
+                        let first = colmap(lo);
+                        if view.upsample {
+                            // s == 1: real = (x + kx - pad) / 2, so each source value twice.
+                            let odd = (lo + kx - pad) % 2 == 1;
+                            let (head, rest) = if odd {
+                                mid[0] = src[first];
+                                (1, &mut mid[1..])
+                            } else {
+                                (0, &mut mid[..])
+                            };
+                            let base = first + head;
+                            let mut pairs = rest.chunks_exact_mut(2);
+                            for (pair, &v) in (&mut pairs).zip(&src[base..]) {
+                                pair[0] = v;
+                                pair[1] = v;
                             }
+                            let tail = pairs.into_remainder();
+                            if let Some(t) = tail.first_mut() {
+                                *t = src[colmap(hi - 1)];
+                            }
+                        } else if s == 1 {
+                            mid.copy_from_slice(&src[first..first + mid.len()]);
                         } else {
-                            for (x, v) in d.iter_mut().enumerate() {
-                                *v = src[colmap(x)];
+                            for (v, &x) in mid.iter_mut().zip(src[first..].iter().step_by(s)) {
+                                *v = x;
                             }
                         }
                     }
