@@ -19,7 +19,7 @@
 //! - `kernel`: the fused CPU kernels (tiled im2col + gemm conv with the reflect pad folded in,
 //!   one-pass instance norm fused with activation and residual add).
 //! - [`stylize`]: [`Stylizer`] (frames in, frames out, on a [`device`]) and [`contact_sheet`].
-//! - [`error`]: [`ModelError`].
+//! - [`error`]: the crate's error, [`ModelError`].
 //!
 //! # Example
 //!

@@ -29,9 +29,9 @@ pub fn device(prefer_gpu: bool) -> Result<Device, ModelError> {
 #[derive(Debug)]
 enum Network {
     /// Built-in styles and blends of them.
-    Multi(MultiStyle),
+    Multi(Box<MultiStyle>),
     /// Any picture as the style.
-    Arbitrary(ArbitraryStyle),
+    Arbitrary(Box<ArbitraryStyle>),
 }
 
 /// A loaded, style-conditioned network that styles batches of same-sized frames.
@@ -64,10 +64,10 @@ impl Stylizer {
                     .weights()
                     .ok_or_else(|| ModelError::Unsupported("a blend without weights".to_owned()))?;
                 check_weights(&weights, spec)?;
-                Network::Multi(MultiStyle::new(&weights, device)?)
+                Network::Multi(Box::new(MultiStyle::new(&weights, device)?))
             }
             StyleSpec::Image(path) => {
-                Network::Arbitrary(ArbitraryStyle::new(&read_image(path)?, device)?)
+                Network::Arbitrary(Box::new(ArbitraryStyle::new(&read_image(path)?, device)?))
             }
         };
         Ok(Self {
