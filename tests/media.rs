@@ -398,6 +398,28 @@ async fn a_chunk_of_hundreds_of_frames_keeps_its_timestamps() {
     roundtrip(&source, dir.path(), &[0..1, 1..300]).await;
 }
 
+#[tokio::test]
+async fn matroska_with_subtitles_roundtrips_into_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = clips::mkv_with_subtitles(dir.path());
+    let (probe, out) = roundtrip(&source, dir.path(), &batches(30, 12)).await;
+    assert_eq!(probe.video.time_base, media::Rational::new(1, 1000));
+    let subs = ffprobe(
+        &out,
+        &["-select_streams", "s", "-show_entries", "stream=codec_name"],
+    );
+    assert_eq!(subs.trim(), "mov_text");
+}
+
+#[tokio::test]
+async fn audio_an_mp4_cannot_hold_is_refused_before_work_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = media::probe(&clips::pcm_in_mov(dir.path())).await.unwrap();
+    let err = media::check(&probe, &Limits::default()).unwrap_err();
+    assert!(matches!(err, MediaError::Unsupported { .. }), "{err:?}");
+    assert!(err.to_string().contains("pcm_s16le"), "{err}");
+}
+
 /// Encodes every batch of `source` unchanged, with `tamper` applied to the probe used for the
 /// chunk of batch 1, stitches with the true probe and returns what verify says.
 async fn verify_tampered(

@@ -37,8 +37,20 @@ impl Default for Limits {
     }
 }
 
-/// Refuses a probed video that is over any of `limits`, naming the limit.
+/// Refuses a probed video that is over any of `limits`, naming the limit, or whose audio or
+/// subtitles the mp4 output cannot carry without re-encoding them (so that the job fails
+/// before any frame is styled rather than at the stitch).
 pub fn check(probe: &Probe, limits: &Limits) -> Result<(), MediaError> {
+    if let Some(s) = probe.carried_streams().find(|s| s.mp4_codec().is_none()) {
+        return Err(MediaError::Unsupported {
+            reason: format!(
+                "the {} stream #{} is {}, which an mp4 cannot carry without re-encoding it",
+                s.codec_type,
+                s.index,
+                s.codec_name.as_deref().unwrap_or("an unknown codec")
+            ),
+        });
+    }
     let too_large = |what, actual: String, limit: String| {
         Err(MediaError::TooLarge {
             what,

@@ -4,13 +4,13 @@
 //!
 //! # Layout
 //!
-//! - [`command`](self): the one ffmpeg/ffprobe command builder (private).
+//! - `command`: the one ffmpeg/ffprobe command builder (private).
 //! - [`probe()`]: ffprobe into a [`Probe`], refusing what is not a video.
 //! - [`check`]: size limits ([`Limits`]).
 //! - [`decode_frames`]: a frame range to RGB24, seeking to the nearest keyframe.
 //! - [`encode_chunk`]: RGB24 frames to an mp4 chunk with exact timestamps ([`EncoderSettings`]).
-//! - [`stitch`]: chunks plus the source's audio and subtitles into the output mp4.
-//! - [`verify`], [`verify_chunk`]: ffprobe checks of an output against its source.
+//! - [`stitch()`]: chunks plus the source's audio and subtitles into the output mp4.
+//! - [`verify()`], [`verify_chunk`]: ffprobe checks of an output against its source.
 //! - [`time`]: exact rational time arithmetic.
 //!
 //! # Frame-exactness

@@ -127,6 +127,28 @@ impl Probe {
     }
 }
 
+/// Audio codecs the mp4 output can carry as stream copies.
+const MP4_AUDIO: &[&str] = &[
+    "aac", "mp3", "mp2", "ac3", "eac3", "opus", "flac", "alac", "dts",
+];
+
+impl StreamInfo {
+    /// The codec this stream has in the mp4 output: its own, except that text subtitles
+    /// (SubRip, ASS, WebVTT) become mp4's `mov_text`, the one text format mp4 holds. `None`
+    /// when mp4 cannot hold the stream without re-encoding it.
+    pub fn mp4_codec(&self) -> Option<&str> {
+        let codec = self.codec_name.as_deref()?;
+        match self.codec_type.as_str() {
+            "audio" if MP4_AUDIO.contains(&codec) => Some(codec),
+            "subtitle" if matches!(codec, "mov_text" | "dvd_subtitle") => Some(codec),
+            "subtitle" if matches!(codec, "subrip" | "ass" | "ssa" | "webvtt" | "text") => {
+                Some("mov_text")
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Probes `path` without decoding it, or says why it is not a video this system can style.
 pub async fn probe(path: &Path) -> Result<Probe, MediaError> {
     let size = tokio::fs::metadata(path)

@@ -8,7 +8,9 @@
 //! than 2 microseconds, which covers mp4, mkv, MPEG-TS and the rest; the verify step would
 //! catch anything else.
 //!
-//! Audio and subtitles come from the source with `-c copy`. The video is shifted
+//! Audio and subtitles come from the source with `-c copy`, except text subtitles in formats
+//! mp4 cannot hold (SubRip, ASS, WebVTT), which become `mov_text`; what mp4 cannot hold at
+//! all is refused up front by [`check`](super::check). The video is shifted
 //! (`-itsoffset`) by the source's video start minus the container's start, because ffmpeg
 //! moves every input to start at zero: without the shift a video that starts after its audio
 //! would lose sync. The display rotation is written back with the `rotate` tag, and
@@ -116,6 +118,14 @@ pub async fn stitch(
         cmd = cmd.args(["-map", &format!("1:{}", stream.index)]);
     }
     cmd = cmd.args(["-map_metadata", "1", "-map_chapters", "1", "-c", "copy"]);
+    // Text subtitles are rewritten as mov_text (output stream 0 is the video).
+    for (i, stream) in probe.carried_streams().enumerate() {
+        if stream.mp4_codec() == Some("mov_text")
+            && stream.codec_name.as_deref() != Some("mov_text")
+        {
+            cmd = cmd.args([format!("-c:{}", i + 1), "mov_text".to_owned()]);
+        }
+    }
     if probe.video.rotation != 0 {
         cmd = cmd.args([
             "-metadata:s:v:0",

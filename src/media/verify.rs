@@ -3,7 +3,7 @@
 //! Timestamps are compared relative to the first frame, exactly, across time bases (rational
 //! arithmetic on integers). The output must have the source's frame count, per-frame pts,
 //! stored size and rotation; every audio and subtitle stream of the source must be present
-//! with the same codec (copied, not re-encoded); and each audio stream must start and last as
+//! with the same codec (copied, not re-encoded; text subtitles as `mov_text`); and each audio stream must start and last as
 //! long, relative to the video, as in the source, within one audio frame.
 
 use std::ops::Range;
@@ -65,7 +65,8 @@ pub fn compare(source: &Probe, output: &Probe) -> Result<(), MediaError> {
                 stream.codec_name.as_deref().unwrap_or("unknown codec")
             ));
         };
-        if (&copy.codec_type, &copy.codec_name) != (&stream.codec_type, &stream.codec_name) {
+        let expected = stream.mp4_codec().or(stream.codec_name.as_deref());
+        if (&copy.codec_type, copy.codec_name.as_deref()) != (&stream.codec_type, expected) {
             return mismatch(format!(
                 "the source's {} stream #{} ({}) became {} ({}) in the output",
                 stream.codec_type,

@@ -388,3 +388,71 @@ fn offset_streams(dir: &Path, name: &str, video_late: bool) -> PathBuf {
     ]);
     out
 }
+
+/// Matroska (1/1000 time base) with H.264, AAC and a SubRip subtitle stream, 30 frames.
+pub fn mkv_with_subtitles(dir: &Path) -> PathBuf {
+    let srt = path(dir, "subs.srt");
+    std::fs::write(
+        &srt,
+        "1\n00:00:00,000 --> 00:00:00,500\nHello\n\n2\n00:00:00,600 --> 00:00:01,000\nWorld\n\n",
+    )
+    .expect("write");
+    let out = path(dir, "subtitled.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-i",
+        s(&srt),
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-map",
+        "2:s",
+        "-frames:v",
+        "30",
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-c:a",
+        "aac",
+        "-c:s",
+        "srt",
+        s(&out),
+    ]);
+    out
+}
+
+/// QuickTime with H.264 and uncompressed PCM audio (which an mp4 cannot hold).
+pub fn pcm_in_mov(dir: &Path) -> PathBuf {
+    let out = path(dir, "pcm.mov");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-frames:v",
+        "10",
+        "-t",
+        "0.4",
+        "-c:v",
+        "libx264",
+        "-c:a",
+        "pcm_s16le",
+        s(&out),
+    ]);
+    out
+}
