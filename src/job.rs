@@ -197,6 +197,8 @@ pub struct Manifest {
     pub encoder: EncoderSettings,
     /// Frames per model call inside a batch.
     pub model_batch: u32,
+    /// Batch messages of this job queued at a time (see `FloodLimits::max_queued_per_job`).
+    pub window: u32,
     /// Where the result goes, e.g. `output/mosaic/clip.mp4` (the aggregator may add a suffix when
     /// another job already wrote that name).
     pub output: String,

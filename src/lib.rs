@@ -15,6 +15,8 @@
 //! - [`inspect`] and [`dlq`]: what `status` and `dlq` show and do.
 //! - [`sas`]: short-lived single-blob upload/download URLs for outside users (user delegation SAS).
 //! - [`settings`]: batch size, limits, encoder, retry policy.
+//! - [`setup`]: the [`stage::Context`] built from a [`setup::Location`] (flags or environment), shared
+//!   by the CLI, the Functions app and the worker container.
 #![warn(missing_docs)]
 
 pub mod azure;
@@ -28,5 +30,6 @@ pub mod message;
 pub mod queue;
 pub mod sas;
 pub mod settings;
+pub mod setup;
 pub mod stage;
 pub mod store;

@@ -52,6 +52,10 @@ pub struct FloodLimits {
     pub max_active_jobs: usize,
     /// Batch messages waiting in the queue, at most, before a new job is planned.
     pub max_backlog: u64,
+    /// Batch messages of one job in the queue at a time: the splitter posts the first ones and each
+    /// finished batch posts the one this many places after it, so a long video cannot flood the
+    /// queue ahead of everyone else's.
+    pub max_queued_per_job: u32,
 }
 
 impl Default for FloodLimits {
@@ -59,6 +63,7 @@ impl Default for FloodLimits {
         Self {
             max_active_jobs: 4,
             max_backlog: 512,
+            max_queued_per_job: 64,
         }
     }
 }

@@ -221,7 +221,7 @@ pub async fn split(
         }
     }
 
-    // Resume is "plan minus done".
+    // Resume is "plan minus done", limited to the job's window; finished batches post the rest.
     let done = ctx.store.list(&paths::done_dir(&job)).await?;
     let done: std::collections::HashSet<String> = done
         .iter()
@@ -231,6 +231,7 @@ pub async fn split(
         .batches
         .iter()
         .filter(|b| !done.contains(&format!("{:05}.json", b.index)))
+        .take(manifest.window.max(1) as usize)
         .map(|b| BatchMessage::new(job.clone(), b.index, b.frames[0]..b.frames[1]).to_outgoing())
         .collect();
     let posted = missing.len() as u32;
@@ -310,6 +311,7 @@ async fn plan(
         batches,
         encoder: ctx.settings.encoder.clone(),
         model_batch: ctx.settings.model_batch,
+        window: ctx.settings.flood.max_queued_per_job.max(1),
         output: output_path(source_path),
         created_at: now_secs(),
     }))

@@ -14,7 +14,7 @@ use stylefleet_models::{Frame, StyleOptions, StyleSpec, Stylizer};
 
 use crate::job::{DoneMarker, Manifest, now_secs, paths};
 use crate::message::{BatchMessage, StitchMessage};
-use crate::queue::{Delivery, STITCH};
+use crate::queue::{BATCHES, Delivery, STITCH};
 use crate::stage::{Context, JobLog, Outcome, StageError};
 
 /// A worker's model, loaded once per process and re-conditioned when the style changes.
@@ -126,7 +126,7 @@ impl StyleStage {
         let job = &message.job;
         if ctx.store.exists(&paths::done(job, message.batch)).await? {
             log.info("already done (redelivery)");
-            return post_stitch_if_complete(ctx, manifest, log).await;
+            return post_follow_ups(ctx, manifest, message.batch, log).await;
         }
         let range = message.range();
         let mut timings = std::collections::BTreeMap::new();
@@ -196,7 +196,7 @@ impl StyleStage {
             .put_json_create(&paths::done(job, message.batch), &marker)
             .await?;
         log.info("chunk and done marker written");
-        post_stitch_if_complete(ctx, manifest, log).await
+        post_follow_ups(ctx, manifest, message.batch, log).await
     }
 
     /// The network for this manifest's style, reused across batches of the same style.
@@ -275,22 +275,35 @@ fn style_frames(
     Ok(out)
 }
 
-/// Posts `stitch` when every batch of the plan has its done marker. Several workers may post it;
-/// the message id makes duplicates collapse and the aggregator is idempotent anyway.
-pub async fn post_stitch_if_complete(
+/// What a finished batch owes the job: the batch `window` places after it (the splitter queued
+/// only the first `window`), and `stitch` once every batch of the plan has its done marker.
+/// Several workers may post the same message; ids make duplicates collapse and every handler is
+/// idempotent anyway. A redelivered batch that was already done runs this again, so a crash
+/// between the done marker and these sends loses nothing.
+pub async fn post_follow_ups(
     ctx: &Context,
     manifest: &Manifest,
+    batch: u32,
     log: &mut JobLog,
 ) -> Result<(), StageError> {
     let done = ctx.store.list(&paths::done_dir(&manifest.job)).await?;
+    let done: std::collections::HashSet<String> = done
+        .iter()
+        .filter_map(|m| m.location.filename().map(str::to_owned))
+        .collect();
     if done.len() >= manifest.batches.len() {
-        ctx.queue
-            .send(
-                STITCH,
-                vec![StitchMessage::new(manifest.job.clone()).to_outgoing()],
-            )
-            .await?;
+        let stitch = StitchMessage::new(manifest.job.clone()).to_outgoing();
+        ctx.queue.send(STITCH, vec![stitch]).await?;
         log.info("all batches done: posted stitch");
+        return Ok(());
+    }
+    let next = batch.saturating_add(manifest.window.max(1));
+    if let Some(plan) = manifest.batches.iter().find(|b| b.index == next) {
+        if !done.contains(&format!("{next:05}.json")) {
+            let message =
+                BatchMessage::new(manifest.job.clone(), next, plan.frames[0]..plan.frames[1]);
+            ctx.queue.send(BATCHES, vec![message.to_outgoing()]).await?;
+        }
     }
     Ok(())
 }

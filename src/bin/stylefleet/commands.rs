@@ -15,10 +15,9 @@ use stylefleet::fleet::process::{ProcessError, ProcessRequest, process};
 use stylefleet::fleet::workers::WorkerCommand;
 use stylefleet::fleet::{self, FleetOptions};
 use stylefleet::inspect::{self, JobView};
-use stylefleet::queue::{self, BATCHES, sqlite::QueueConfig};
+use stylefleet::queue::BATCHES;
 use stylefleet::settings::{FloodLimits, Settings};
 use stylefleet::stage::Context;
-use stylefleet::store::Store;
 
 use crate::{Command, DlqAction, DlqFilter, Location, Planning, SasKind};
 
@@ -159,26 +158,6 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Builds the stage context from the command line.
 async fn context(location: &Location, planning: Option<&Planning>) -> anyhow::Result<Context> {
-    let store_spec = location
-        .store
-        .clone()
-        .unwrap_or_else(|| location.data.display().to_string());
-    let store =
-        Store::open(&store_spec).with_context(|| format!("opening the store {store_spec}"))?;
-    let logs = match &location.log_store {
-        Some(spec) => Store::open(spec).with_context(|| format!("opening the log store {spec}"))?,
-        None => store.clone(),
-    };
-    let queue_spec = location
-        .queue
-        .clone()
-        .unwrap_or_else(|| location.data.join("queue.sqlite").display().to_string());
-    let config = queue_config_from_env()?;
-    let max_delivery_count = config.max_delivery_count;
-    let queue_handle = {
-        let spec = queue_spec.clone();
-        tokio::task::spawn_blocking(move || queue::open(&spec, config)).await??
-    };
     let mut settings = Settings::default();
     if let Some(p) = planning {
         settings.batch_frames = p.batch_frames.max(1);
@@ -196,36 +175,17 @@ async fn context(location: &Location, planning: Option<&Planning>) -> anyhow::Re
         settings.flood = FloodLimits {
             max_active_jobs: p.max_active_jobs.max(1),
             max_backlog: p.max_backlog.max(1),
+            max_queued_per_job: p.max_queued_per_job.max(1),
         };
     }
-    if let Ok(secs) = std::env::var("STYLEFLEET_RETRY_MIN_SECS") {
-        settings.retry.min_delay =
-            Duration::from_secs_f64(secs.parse().context("STYLEFLEET_RETRY_MIN_SECS")?);
-    }
-    let scratch = location.data.join("scratch");
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    Ok(Context {
-        store,
-        logs,
-        queue: queue_handle,
-        settings,
-        max_delivery_count,
-        scratch,
-        worker_name: format!("{host}:{}", std::process::id()),
-    })
-}
-
-/// Queue settings; the environment can shorten them (tests, demos).
-fn queue_config_from_env() -> anyhow::Result<QueueConfig> {
-    let mut config = QueueConfig::default();
-    if let Ok(v) = std::env::var("STYLEFLEET_LOCK_SECS") {
-        config.lock_duration = Duration::from_secs_f64(v.parse().context("STYLEFLEET_LOCK_SECS")?);
-    }
-    if let Ok(v) = std::env::var("STYLEFLEET_MAX_DELIVERIES") {
-        config.max_delivery_count = v.parse().context("STYLEFLEET_MAX_DELIVERIES")?;
-    }
-    Ok(config)
+    let location = stylefleet::setup::Location {
+        data: location.data.clone(),
+        store: location.store.clone(),
+        log_store: location.log_store.clone(),
+        queue: location.queue.clone(),
+        scratch: None,
+    };
+    Ok(stylefleet::setup::context(&location, settings).await?)
 }
 
 /// How the supervisor starts a worker: this executable, same locations, a fair share of cores.

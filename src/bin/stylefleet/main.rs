@@ -75,6 +75,9 @@ struct Planning {
     /// Batch messages queued at most before a new job is planned.
     #[arg(long, default_value_t = 512)]
     max_backlog: u64,
+    /// Batch messages of one job queued at a time; finished batches post the next ones.
+    #[arg(long, default_value_t = 64)]
+    max_queued_per_job: u32,
 }
 
 /// Style options.
