@@ -18,6 +18,8 @@
 
 pub mod conformance;
 mod ext;
+#[cfg(feature = "service-bus")]
+pub mod service_bus;
 pub mod sqlite;
 
 pub use ext::{LockRenewal, QueueExt};
@@ -193,11 +195,17 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the queue a URL names: an SQLite file (a path or `sqlite://<path>`) configured by
-/// `config`, or Service Bus (`servicebus://<namespace>.servicebus.windows.net`).
+/// `config`, or Service Bus (`servicebus://<namespace>.servicebus.windows.net` or `sb://...`,
+/// whose queues carry their own settings; it connects on first use, so this stays synchronous).
 pub fn open(spec: &str, config: sqlite::QueueConfig) -> Result<std::sync::Arc<dyn Queue>> {
     if spec.starts_with("servicebus://") || spec.starts_with("sb://") {
+        #[cfg(feature = "service-bus")]
+        return Ok(std::sync::Arc::new(service_bus::ServiceBusQueue::open(
+            spec,
+        )?));
+        #[cfg(not(feature = "service-bus"))]
         return Err(QueueError::Fatal {
-            message: format!("{spec}: this build has no Service Bus backend"),
+            message: format!("{spec}: this build has no Service Bus backend (feature service-bus)"),
             source: None,
         });
     }
