@@ -713,7 +713,7 @@ fn live(test: &str) -> Option<ServiceBusQueue> {
         .filter(|v| !v.trim().is_empty())
     else {
         println!(
-            "skipped {test}: no Service Bus credentials ({LIVE_VAR} is not set; no broker can run on this machine)"
+            "skipped: no Service Bus credentials for {test} ({LIVE_VAR} is not set; no broker can run on this machine)"
         );
         return None;
     };
