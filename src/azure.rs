@@ -206,8 +206,14 @@ impl Target {
             "az" | "azure" | "abfs" | "abfss" | "adl" => {
                 // object_store's own URL forms: it finds the container (and maybe the account).
                 let builder = builder.with_url(spec);
-                let container = builder
-                    .get_config_value(&AzureConfigKey::ContainerName)
+                // The builder parses its URL only in `build`, so read the container here:
+                // `az://<container>`, `abfs://<container>@<account>.dfs...`.
+                let container = Some(url.username())
+                    .filter(|u| !u.is_empty())
+                    .or(url.host_str())
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .or_else(|| builder.get_config_value(&AzureConfigKey::ContainerName))
                     .ok_or_else(|| config(spec, "the URL names no container"))?;
                 let endpoint = Endpoint::from_builder(builder, spec)?;
                 Ok(Target {
