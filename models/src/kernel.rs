@@ -1,9 +1,11 @@
 //! CPU kernels for the style networks, on contiguous f32 NCHW slices (one frame at a time).
 //!
 //! - [`Conv`]: reflect pad `k/2` (and an optional nearest x2 upsample, and the bottom/right pad to
-//!   a multiple of 4 of the network input) folded into a tiled im2col, then `gemm`. Each tile of
-//!   output rows packs its own patch matrix so that it stays in cache, and tiles run in parallel
-//!   on the current rayon pool.
+//!   a multiple of 4 of the network input) folded into the packing, then `gemm`. A tile of output
+//!   rows packs each input row it needs once per `(ci, kx)` and runs one gemm per `ky` (per output
+//!   row for stride 2), reading the packed rows `ky` rows further down: `k` times less packing
+//!   than a full im2col. Tiles run in parallel on the current rayon pool; scratch buffers stay
+//!   with their thread between layers and frames.
 //! - [`norm_act`]: instance norm from one pass of f64 statistics, fused with the affine
 //!   `gamma`/`beta`, the activation and the residual add.
 //! - [`NetOp`]: the whole multistyle network as one Candle custom op.
@@ -30,6 +32,20 @@ pub(crate) fn reflect(i: isize, n: usize) -> usize {
         i
     };
     r as usize
+}
+
+thread_local! {
+    /// Scratch buffers kept per thread between layers and frames: the big activations would
+    /// otherwise be mapped, zero-filled and faulted in again for every layer.
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with a scratch buffer of this thread (any length, any content), then keep it.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    let mut buf = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    let r = f(&mut buf);
+    SCRATCH.with(|s| s.borrow_mut().push(buf));
+    r
 }
 
 /// Bytes of patch matrix a tile aims for: comfortably inside a core's L2.
@@ -59,6 +75,25 @@ impl InputView {
             upsample: false,
             multiple: 1,
         }
+    }
+
+    /// For a stride-2 conv: every row of every channel split into its even columns followed by
+    /// its odd columns, so that strided reads become contiguous copies.
+    fn stride_split(&self, input: &[f32], c_in: usize, out: &mut Vec<f32>) {
+        let w = self.w;
+        let half = w.div_ceil(2);
+        out.resize(c_in * self.h * w, 0.0);
+        out.par_chunks_mut(w)
+            .zip(input[..c_in * self.h * w].par_chunks(w))
+            .for_each(|(d, r)| {
+                let (even, odd) = d.split_at_mut(half);
+                for (e, v) in even.iter_mut().zip(r.iter().step_by(2)) {
+                    *e = *v;
+                }
+                for (o, v) in odd.iter_mut().zip(r.iter().skip(1).step_by(2)) {
+                    *o = *v;
+                }
+            });
     }
 
     fn virtual_size(&self) -> (usize, usize) {
@@ -127,6 +162,11 @@ impl Conv {
     /// Convolve `input` (`[c_in][h][w]` as `view` describes) into `out` (`[c_out][ho][wo]`,
     /// resized here). Returns `(ho, wo)` and, per output channel, the f64 sum and sum of squares
     /// (taken while each tile is in cache, for the instance norm that follows).
+    ///
+    /// Stride 1 packs each input row once per `(ci, kx)` and runs one gemm per `ky` over the
+    /// tile, reading the packed rows `ky` rows further down: `k` times less packing than a full
+    /// im2col. Other strides pack the full patch matrix of the tile, from a copy of the input
+    /// whose rows are split into even and odd columns so that every packed run is contiguous.
     pub(crate) fn forward(
         &self,
         input: &[f32],
@@ -138,161 +178,222 @@ impl Conv {
         let pad = self.k / 2;
         let rows = view.map(view.h, vh, pad);
         let cols = view.map(view.w, vw, pad);
-        let kk = self.c_in * self.k * self.k;
         let plane = ho * wo;
-        // The gemm overwrites every element (it does not read dst): skip the zero-fill when the
-        // buffer already has the size.
-        if out.len() != self.c_out * plane {
-            out.clear();
-            out.resize(self.c_out * plane, 0.0);
-        }
-        let tile_rows = (TILE_BYTES / (kk * wo * 4)).clamp(1, ho);
-        let tiles = ho.div_ceil(tile_rows);
-        let dst = OutPtr(out.as_mut_ptr());
-        let partial: Vec<Vec<(f64, f64)>> = (0..tiles)
-            .into_par_iter()
-            .map_init(Vec::new, |patches: &mut Vec<f32>, t| {
-                let r0 = t * tile_rows;
-                let r1 = (r0 + tile_rows).min(ho);
-                let n = (r1 - r0) * wo;
-                // Every element is written by `pack`: only grow, never zero-fill per tile.
-                if patches.len() < kk * n {
-                    patches.resize(kk * n, 0.0);
-                }
-                self.pack(input, view, &rows, &cols, r0, r1, wo, patches);
-                // SAFETY: `dst.0 + r0*wo` plus channel strides of `plane` addresses columns
-                // `r0*wo .. r1*wo` of each of the `c_out` planes: inside `out`, and disjoint
-                // from every other tile. `weight` is `c_out x kk`, `patches` is `kk x n`.
-                // Pixels are gemm's M (the long, vectorised side of its microkernel) and output
-                // channels its N: with M = c_out = 32 an AVX-512 kernel would idle half its rows.
-                unsafe {
-                    gemm::gemm(
-                        n,
-                        self.c_out,
-                        kk,
-                        dst.get().add(r0 * wo),
-                        plane as isize,
-                        1,
-                        false,
-                        patches.as_ptr(),
-                        n as isize,
-                        1,
-                        self.weight.as_ptr(),
-                        kk as isize,
-                        1,
-                        0.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                // Bias and statistics while the tile is hot.
-                // SAFETY: the same disjoint range as the gemm above.
-                (0..self.c_out)
-                    .map(|c| {
-                        let row = unsafe {
-                            std::slice::from_raw_parts_mut(dst.get().add(c * plane + r0 * wo), n)
-                        };
-                        if let Some(&b) = self.bias.get(c) {
-                            row.iter_mut().for_each(|v| *v += b);
-                        }
-                        row_stats(row)
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut stats = vec![(0.0, 0.0); self.c_out];
-        for tile in partial {
-            for (acc, (s, q)) in stats.iter_mut().zip(tile) {
-                acc.0 += s;
-                acc.1 += q;
+        // The first gemm of a tile overwrites its part of `out` (it does not read dst): skip
+        // the zero-fill when the buffer already has the size.
+        out.resize(self.c_out * plane, 0.0);
+        let k = self.k;
+        let ck = self.c_in * k;
+        with_scratch(|split| {
+            split.clear();
+            if self.stride == 2 && !view.upsample {
+                view.stride_split(input, self.c_in, split);
             }
-        }
-        ((ho, wo), stats)
-    }
-
-    /// im2col of output rows `r0..r1`: `patches[(ci*k + ky)*k + kx][(y - r0)*wo + x]`.
-    #[allow(clippy::too_many_arguments)]
-    fn pack(
-        &self,
-        input: &[f32],
-        view: &InputView,
-        rows: &[usize],
-        cols: &[usize],
-        r0: usize,
-        r1: usize,
-        wo: usize,
-        patches: &mut [f32],
-    ) {
-        let (k, s) = (self.k, self.stride);
-        let n = (r1 - r0) * wo;
-        let plane_in = view.h * view.w;
-        for ci in 0..self.c_in {
-            let src_plane = &input[ci * plane_in..(ci + 1) * plane_in];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row_idx = (ci * k + ky) * k + kx;
-                    let dst = &mut patches[row_idx * n..(row_idx + 1) * n];
-                    // Columns read for this kx: `cols[x*s + kx]`. Inside `lo..hi` they follow a
-                    // simple rule (contiguous, every other, or each twice) that is copied without
-                    // the table; only the few edge columns go through it.
-                    let colmap = |x: usize| cols[x * s + kx];
-                    let pad = k / 2;
-                    let (vw, w) = (cols.len() - 2 * pad, view.w);
-                    let (lo, hi) = if view.upsample {
-                        // virtual x + kx - pad in [0, vw)
-                        (
-                            pad.saturating_sub(kx),
-                            (vw + pad).saturating_sub(kx).min(wo),
-                        )
-                    } else {
-                        // real x*s + kx - pad in [0, w)
-                        let lo = pad.saturating_sub(kx).div_ceil(s);
-                        let hi = ((w + pad).saturating_sub(kx)).div_ceil(s).min(wo);
-                        (lo, hi)
-                    };
-                    let hi = hi.max(lo);
-                    for (ty, y) in (r0..r1).enumerate() {
-                        let src = &src_plane[rows[y * s + ky] * w..][..w];
-                        let d = &mut dst[ty * wo..(ty + 1) * wo];
-                        for x in (0..lo).chain(hi..wo) {
-                            d[x] = src[colmap(x)];
-                        }
-                        if hi == lo {
-                            continue;
-                        }
-                        let mid = &mut d[lo..hi];
-                        let first = colmap(lo);
-                        if view.upsample {
-                            // s == 1: real = (x + kx - pad) / 2, so each source value twice.
-                            let odd = (lo + kx - pad) % 2 == 1;
-                            let (head, rest) = if odd {
-                                mid[0] = src[first];
-                                (1, &mut mid[1..])
-                            } else {
-                                (0, &mut mid[..])
-                            };
-                            let base = first + head;
-                            let mut pairs = rest.chunks_exact_mut(2);
-                            for (pair, &v) in (&mut pairs).zip(&src[base..]) {
-                                pair[0] = v;
-                                pair[1] = v;
-                            }
-                            let tail = pairs.into_remainder();
-                            if let Some(t) = tail.first_mut() {
-                                *t = src[colmap(hi - 1)];
-                            }
-                        } else if s == 1 {
-                            mid.copy_from_slice(&src[first..first + mid.len()]);
-                        } else {
-                            for (v, &x) in mid.iter_mut().zip(src[first..].iter().step_by(s)) {
-                                *v = x;
+            let s = self.stride;
+            // Split rows (even columns, then odd) for stride 2, so that packing copies runs.
+            let (source, halves) = if split.is_empty() {
+                (input, false)
+            } else {
+                (&split[..], true)
+            };
+            // [ky][c_out][ci*k + kx]: the gemm's right-hand side for one ky.
+            let weight: Vec<f32> = (0..k)
+                .flat_map(|ky| {
+                    (0..self.c_out).flat_map(move |co| {
+                        (0..self.c_in).flat_map(move |ci| {
+                            (0..k).map(move |kx| ((co * self.c_in + ci) * k + ky) * k + kx)
+                        })
+                    })
+                })
+                .map(|i| self.weight[i])
+                .collect();
+            // Packed rows of a tile of T output rows: (T - 1) * s + k; aim for T several times the
+            // halo.
+            let tile_rows = ((TILE_BYTES / (ck * wo * 4)).saturating_sub(k) / s).clamp(1, ho);
+            let tiles = ho.div_ceil(tile_rows);
+            let dst = OutPtr(out.as_mut_ptr());
+            let ctx = PackContext {
+                view,
+                cols: &cols,
+                wo,
+            };
+            let plane_in = view.h * view.w;
+            let partial: Vec<Vec<(f64, f64)>> = (0..tiles)
+                .into_par_iter()
+                .map(|t| {
+                    with_scratch(|buf| {
+                        let r0 = t * tile_rows;
+                        let r1 = (r0 + tile_rows).min(ho);
+                        let n = (r1 - r0) * wo;
+                        // Virtual input rows r0*s .. r0*s + v, packed as [ci*k + kx][row][x].
+                        let v = (r1 - r0 - 1) * s + k;
+                        grow(buf, ck * v * wo);
+                        for ci in 0..self.c_in {
+                            let src = &source[ci * plane_in..][..plane_in];
+                            for kx in 0..k {
+                                let j = ci * k + kx;
+                                for dv in 0..v {
+                                    let row = &src[rows[r0 * s + dv] * view.w..][..view.w];
+                                    let d = &mut buf[(j * v + dv) * wo..][..wo];
+                                    ctx.pack_row(d, row, kx, s, halves.then_some(row));
+                                }
                             }
                         }
-                    }
+                        // Stride 1: one gemm per ky over the whole tile (pixel stride 1 holds across
+                        // rows). Stride 2: one per output row and ky.
+                        let (chunk_rows, chunks) = if s == 1 { (r1 - r0, 1) } else { (1, r1 - r0) };
+                        for c in 0..chunks {
+                            for ky in 0..k {
+                                // SAFETY: `dst + (r0 + c)*wo` with channel stride `plane` addresses
+                                // `chunk_rows*wo` pixels of each of the `c_out` planes, inside this
+                                // tile's rows: inside `out` and disjoint from other tiles. The
+                                // left-hand side reads `chunk_rows*wo` pixels of `ck` packed rows
+                                // (stride `v*wo`) starting at packed row `c*s + ky`, inside `buf`
+                                // (`ck * v * wo`); the right-hand side is the `ck x c_out` block of
+                                // `weight` for this ky.
+                                unsafe {
+                                    gemm::gemm(
+                                        chunk_rows * wo,
+                                        self.c_out,
+                                        ck,
+                                        dst.get().add((r0 + c) * wo),
+                                        plane as isize,
+                                        1,
+                                        ky > 0,
+                                        buf.as_ptr().add((c * s + ky) * wo),
+                                        (v * wo) as isize,
+                                        1,
+                                        weight.as_ptr().add(ky * self.c_out * ck),
+                                        ck as isize,
+                                        1,
+                                        if ky > 0 { 1.0f32 } else { 0.0 },
+                                        1.0f32,
+                                        false,
+                                        false,
+                                        false,
+                                        gemm::Parallelism::None,
+                                    );
+                                }
+                            }
+                        }
+                        // Bias and statistics while the tile is hot.
+                        (0..self.c_out)
+                            .map(|c| {
+                                // SAFETY: the same disjoint range the gemm wrote.
+                                let row = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        dst.get().add(c * plane + r0 * wo),
+                                        n,
+                                    )
+                                };
+                                if let Some(&b) = self.bias.get(c) {
+                                    row.iter_mut().for_each(|v| *v += b);
+                                }
+                                row_stats(row)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut stats = vec![(0.0, 0.0); self.c_out];
+            for tile in partial {
+                for (acc, (s, q)) in stats.iter_mut().zip(tile) {
+                    acc.0 += s;
+                    acc.1 += q;
                 }
+            }
+            ((ho, wo), stats)
+        })
+    }
+}
+
+/// Grow a scratch buffer without zero-filling what is already there (packing writes it all).
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+}
+
+/// What packing one row needs.
+struct PackContext<'a> {
+    view: &'a InputView,
+    cols: &'a [usize],
+    wo: usize,
+}
+
+impl PackContext<'_> {
+    /// Fill `d` (`wo` values) with the input columns that kernel column `kx` reads, from real
+    /// row `row` (`w` values; for stride 2, the row split into even then odd columns).
+    fn pack_row(&self, d: &mut [f32], row: &[f32], kx: usize, s: usize, split: Option<&[f32]>) {
+        let (view, cols, wo) = (self.view, self.cols, self.wo);
+        let pad = (cols.len() - view.virtual_size().1) / 2;
+        let w = view.w;
+        let colmap = |x: usize| cols[x * s + kx];
+        // Inside `lo..hi` the columns follow a simple rule (contiguous, every other, or each
+        // twice) and are copied without the table; only the few edge columns use it.
+        let (lo, hi) = if view.upsample {
+            (
+                pad.saturating_sub(kx),
+                (2 * w + pad).saturating_sub(kx).min(wo),
+            )
+        } else {
+            (
+                pad.saturating_sub(kx).div_ceil(s),
+                (w + pad).saturating_sub(kx).div_ceil(s).min(wo),
+            )
+        };
+        let hi = hi.max(lo);
+        let edge = |x: usize| -> f32 {
+            let c = colmap(x);
+            match split {
+                // even column c is at c/2, odd at ceil(w/2) + c/2
+                Some(sp) if s == 2 => {
+                    sp[if c % 2 == 0 {
+                        c / 2
+                    } else {
+                        w.div_ceil(2) + c / 2
+                    }]
+                }
+                _ => row[c],
+            }
+        };
+        for x in (0..lo).chain(hi..wo) {
+            d[x] = edge(x);
+        }
+        if hi == lo {
+            return;
+        }
+        let mid = &mut d[lo..hi];
+        let first = colmap(lo);
+        if view.upsample {
+            // real = (x + kx - pad) / 2: each source value twice
+            let odd = (lo + kx - pad) % 2 == 1;
+            let (head, rest) = if odd {
+                mid[0] = row[first];
+                (1, &mut mid[1..])
+            } else {
+                (0, &mut mid[..])
+            };
+            let mut pairs = rest.chunks_exact_mut(2);
+            for (pair, &v) in (&mut pairs).zip(&row[first + head..]) {
+                pair[0] = v;
+                pair[1] = v;
+            }
+            if let Some(t) = pairs.into_remainder().first_mut() {
+                *t = row[colmap(hi - 1)];
+            }
+        } else if s == 1 {
+            mid.copy_from_slice(&row[first..first + mid.len()]);
+        } else if let Some(sp) = split.filter(|_| s == 2) {
+            let start = if first % 2 == 0 {
+                first / 2
+            } else {
+                w.div_ceil(2) + first / 2
+            };
+            mid.copy_from_slice(&sp[start..start + mid.len()]);
+        } else {
+            for (v, &x) in mid.iter_mut().zip(row[first..].iter().step_by(s)) {
+                *v = x;
             }
         }
     }
@@ -438,8 +539,19 @@ impl ConvLayer {
 /// One frame through the network: `x` is `[3][h][w]`, the result `[3][h][w]` (padded to a
 /// multiple of 4 inside, cropped back).
 fn forward_frame(layers: &CpuLayers<'_>, x: &[f32], h: usize, w: usize) -> Vec<f32> {
-    let mut a = Vec::new();
-    let mut b = Vec::new();
+    with_scratch(|a| with_scratch(|b| with_scratch(|t| forward_in(layers, x, h, w, a, b, t))))
+}
+
+/// [`forward_frame`] with its three activation buffers.
+fn forward_in(
+    layers: &CpuLayers<'_>,
+    x: &[f32],
+    h: usize,
+    w: usize,
+    a: &mut Vec<f32>,
+    b: &mut Vec<f32>,
+    t: &mut Vec<f32>,
+) -> Vec<f32> {
     let mut view = InputView {
         h,
         w,
@@ -448,28 +560,27 @@ fn forward_frame(layers: &CpuLayers<'_>, x: &[f32], h: usize, w: usize) -> Vec<f
     };
     let mut first = true;
     for &(layer, act) in &layers.contract {
-        let src: &[f32] = if first { x } else { &a };
-        let (ho, wo) = layer.run(src, &view, act, None, &mut b);
+        let src: &[f32] = if first { x } else { a };
+        let (ho, wo) = layer.run(src, &view, act, None, b);
         first = false;
-        std::mem::swap(&mut a, &mut b);
+        std::mem::swap(a, b);
         view = InputView::plain(ho, wo);
     }
-    let mut t = Vec::new();
     for [(l0, a0), (l1, a1)] in &layers.res {
-        let (ho, wo) = l0.run(&a, &view, *a0, None, &mut t);
-        l1.run(&t, &InputView::plain(ho, wo), *a1, Some(&a), &mut b);
-        std::mem::swap(&mut a, &mut b);
+        let (ho, wo) = l0.run(a, &view, *a0, None, t);
+        l1.run(t, &InputView::plain(ho, wo), *a1, Some(a), b);
+        std::mem::swap(a, b);
     }
     for &(layer, act) in &layers.expand {
         let v = InputView {
             upsample: layer.upsample,
             ..view
         };
-        let (ho, wo) = layer.run(&a, &v, act, None, &mut b);
-        std::mem::swap(&mut a, &mut b);
+        let (ho, wo) = layer.run(a, &v, act, None, b);
+        std::mem::swap(a, b);
         view = InputView::plain(ho, wo);
     }
-    crop(&a, 3, view.h, view.w, h, w)
+    crop(a, 3, view.h, view.w, h, w)
 }
 
 /// Keep the top-left `h x w` of each of `c` planes of `ph x pw`.
