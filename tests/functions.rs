@@ -13,6 +13,8 @@
 //! name it here: the test builds it with `cargo build -p stylefleet-functions` into the same
 //! target folder (a no-op when it is fresh). The workers are this package's own `stylefleet`.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -41,7 +43,13 @@ fn functions_binary() -> PathBuf {
             let target = profile_dir.parent().expect("a target folder");
             let mut build = Command::new(env!("CARGO"));
             build
-                .args(["build", "-p", "stylefleet-functions", "--bin", "stylefleet-functions"])
+                .args([
+                    "build",
+                    "-p",
+                    "stylefleet-functions",
+                    "--bin",
+                    "stylefleet-functions",
+                ])
                 .arg("--target-dir")
                 .arg(target)
                 .current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -257,7 +265,11 @@ fn ffprobe_counts(file: &Path) -> (u64, u64, u64, bool) {
         .arg(file)
         .output()
         .expect("ffprobe runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
     let streams = v["streams"].as_array().expect("streams");
     let video = streams
@@ -298,7 +310,10 @@ async fn distributed_run_through_the_functions_handler() {
     let mut env = azurite.env();
     env.extend([
         ("STYLEFLEET_STORE".to_owned(), format!("az://{CONTAINER}")),
-        ("STYLEFLEET_QUEUE".to_owned(), queue_file.display().to_string()),
+        (
+            "STYLEFLEET_QUEUE".to_owned(),
+            queue_file.display().to_string(),
+        ),
         ("STYLEFLEET_BATCH_FRAMES".to_owned(), "6".to_owned()),
         ("STYLEFLEET_LOCK_SECS".to_owned(), "20".to_owned()),
     ]);
@@ -497,7 +512,10 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
     let queue = sqlite_queue(&queue_file);
     let env = vec![
         ("STYLEFLEET_STORE".to_owned(), account.clone()),
-        ("STYLEFLEET_QUEUE".to_owned(), queue_file.display().to_string()),
+        (
+            "STYLEFLEET_QUEUE".to_owned(),
+            queue_file.display().to_string(),
+        ),
         (
             "STYLEFLEET_DATA".to_owned(),
             dir.path().join("functions").display().to_string(),
@@ -512,18 +530,31 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
     upload(&store, "output/yellow-woodcut/a.mp4", &clip).await;
     let url = format!("{account}/input/yellow-woodcut/a.mp4");
 
-
     // Malformed: 400 with the reason, nothing planned or queued.
     let no_url = json!({"Data": {"event": {
         "id": "m1", "eventType": "Microsoft.Storage.BlobCreated",
         "subject": "/blobServices/default/containers/input/blobs/yellow-woodcut/a.mp4",
         "data": {"api": "PutBlob", "eTag": etag}
     }}});
-    let bad_url = blob_created("m2", "ftp://elsewhere/input/x/a.mp4", "PutBlob", &etag, size);
+    let bad_url = blob_created(
+        "m2",
+        "ftp://elsewhere/input/x/a.mp4",
+        "PutBlob",
+        &etag,
+        size,
+    );
     let cases: Vec<(&str, String, &str)> = vec![
         (&splitter, "this is not json".into(), "not JSON"),
-        (&splitter, json!({"Metadata": {}}).to_string(), "Data is missing"),
-        (&splitter, json!([{"id": "x"}]).to_string(), "not an invocation"),
+        (
+            &splitter,
+            json!({"Metadata": {}}).to_string(),
+            "Data is missing",
+        ),
+        (
+            &splitter,
+            json!([{"id": "x"}]).to_string(),
+            "not an invocation",
+        ),
         (&splitter, json!({"Data": {}}).to_string(), "\"event\""),
         (
             &splitter,
@@ -550,7 +581,10 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
         let error = answer["ReturnValue"]["error"].as_str().unwrap_or_default();
         assert!(error.contains(reason), "{body} -> {answer}");
         assert!(
-            answer["Logs"][0].as_str().unwrap_or_default().contains(reason),
+            answer["Logs"][0]
+                .as_str()
+                .unwrap_or_default()
+                .contains(reason),
             "{answer}"
         );
         nothing_queued(queue.as_ref(), &store).await;
@@ -576,7 +610,13 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
             &etag,
             size,
         ),
-        blob_created("i5", &format!("{account}/input/a.mp4"), "PutBlob", &etag, size),
+        blob_created(
+            "i5",
+            &format!("{account}/input/a.mp4"),
+            "PutBlob",
+            &etag,
+            size,
+        ),
     ];
     for event in ignored {
         let (status, answer) = post(&splitter, event.to_string()).await;
@@ -610,7 +650,8 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
     nothing_queued(queue.as_ref(), &store).await;
 
     // A stitch for a job nobody planned ends (200, the reason logged) instead of looping.
-    let unknown = json!({"Data": {"message": json!({"v": 1, "job": "0123456789abcdef"}).to_string()}});
+    let unknown =
+        json!({"Data": {"message": json!({"v": 1, "job": "0123456789abcdef"}).to_string()}});
     let (status, answer) = post(&aggregator, unknown.to_string()).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["ReturnValue"]["reason"], "UnknownJob", "{answer}");

@@ -194,13 +194,13 @@ async fn split_one(
         match ctx.store.head(path).await.map_err(transient)? {
             None => return Ok(Handled::Skipped(format!("{path} no longer exists"))),
             Some(meta) => {
-                if let Some(current) = meta.e_tag.as_deref().map(normalize_etag) {
-                    if current != announced {
-                        return Ok(Handled::Stale {
-                            announced: announced.to_owned(),
-                            current,
-                        });
-                    }
+                if let Some(current) = meta.e_tag.as_deref().map(normalize_etag)
+                    && current != announced
+                {
+                    return Ok(Handled::Stale {
+                        announced: announced.to_owned(),
+                        current,
+                    });
                 }
             }
         }

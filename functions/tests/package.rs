@@ -2,6 +2,8 @@
 //! `host.json`, each function's trigger binding (name, queue, connection), and the handler's
 //! dependencies (no Candle, so the cold start stays small).
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -7,7 +7,8 @@
 //! - A long grace: the worker finishes the batch in hand, takes no other, and exits.
 //! - A second SIGTERM: the worker exits at once; the batch comes back when its lock expires.
 
-#[allow(dead_code)]
+#![allow(clippy::unwrap_used)]
+
 #[path = "../../tests/support/clips.rs"]
 mod clips;
 
