@@ -52,15 +52,16 @@ impl Filter {
                 return false;
             }
         }
-        if let Some(text) = &self.reason {
-            if !reason.contains(text.as_str()) && !description.contains(text.as_str()) {
-                return false;
-            }
+        if let Some(text) = &self.reason
+            && !reason.contains(text.as_str())
+            && !description.contains(text.as_str())
+        {
+            return false;
         }
-        if let Some(age) = self.older_than {
-            if SystemTime::now().duration_since(at).unwrap_or_default() < age {
-                return false;
-            }
+        if let Some(age) = self.older_than
+            && SystemTime::now().duration_since(at).unwrap_or_default() < age
+        {
+            return false;
         }
         true
     }

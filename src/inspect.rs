@@ -129,11 +129,10 @@ pub async fn view(
             .filename()
             .and_then(|f| f.strip_suffix(".json"))
             .map(str::parse::<u32>)
+            && let Some(plan) = manifest.batches.iter().find(|b| b.index == batch)
         {
-            if let Some(plan) = manifest.batches.iter().find(|b| b.index == batch) {
-                done.insert(batch);
-                frames_done += plan.len();
-            }
+            done.insert(batch);
+            frames_done += plan.len();
         }
     }
     let frames_total = manifest.probe.frames.len() as u64;

@@ -306,7 +306,7 @@ mod tests {
             for (i, b) in plan.iter().enumerate() {
                 assert_eq!(b.index as usize, i);
                 assert_eq!(b.frames[0], next);
-                assert!(b.len() >= 1 && b.len() <= size);
+                assert!(!b.is_empty() && b.len() <= size);
                 next = b.frames[1];
             }
             assert_eq!(next, frames, "{frames} frames in batches of {size}");

@@ -182,12 +182,11 @@ async fn stage_style(ctx: &Context, style: &str) -> anyhow::Result<(String, Stri
 /// its job instead of starting a new one).
 async fn upload_if_changed(ctx: &Context, from: &Path, to: &str) -> anyhow::Result<()> {
     let local = crate::stage::split::content_version_of_file(from).await?;
-    if let Some(existing) = ctx.store.local_path(to) {
-        if existing.is_file()
-            && crate::stage::split::content_version_of_file(&existing).await? == local
-        {
-            return Ok(());
-        }
+    if let Some(existing) = ctx.store.local_path(to)
+        && existing.is_file()
+        && crate::stage::split::content_version_of_file(&existing).await? == local
+    {
+        return Ok(());
     }
     ctx.store.upload(from, to, false).await?;
     Ok(())

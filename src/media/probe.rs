@@ -133,12 +133,15 @@ const MP4_AUDIO: &[&str] = &[
 ];
 
 impl StreamInfo {
-    /// The codec this stream has in the mp4 output: its own, except that text subtitles
-    /// (SubRip, ASS, WebVTT) become mp4's `mov_text`, the one text format mp4 holds. `None`
-    /// when mp4 cannot hold the stream without re-encoding it.
+    /// The codec ffprobe reports for this stream in the mp4 output: its own, except that text
+    /// subtitles (SubRip, ASS, WebVTT) become mp4's `mov_text`, the one text format mp4
+    /// holds, and that MPEG audio layer 2, copied unchanged, reads back as `mp3` (mp4 has one
+    /// tag for all MPEG-1 audio layers). `None` when mp4 cannot hold the stream without
+    /// re-encoding it.
     pub fn mp4_codec(&self) -> Option<&str> {
         let codec = self.codec_name.as_deref()?;
         match self.codec_type.as_str() {
+            "audio" if codec == "mp2" => Some("mp3"),
             "audio" if MP4_AUDIO.contains(&codec) => Some(codec),
             "subtitle" if matches!(codec, "mov_text" | "dvd_subtitle") => Some(codec),
             "subtitle" if matches!(codec, "subrip" | "ass" | "ssa" | "webvtt" | "text") => {
@@ -532,7 +535,7 @@ mod tests {
             packet(512, None, "__"),
             packet(2000, None, "__"),
         ];
-        let frames = frame_times(&packets).unwrap();
+        let frames = frame_times(&packets).expect("frames");
         let pts: Vec<i64> = frames.iter().map(|f| f.pts).collect();
         assert_eq!(pts, [0, 512, 1024, 2000]);
         let durations: Vec<i64> = frames.iter().map(|f| f.duration).collect();

@@ -95,11 +95,12 @@ pub async fn stitch(
 ) -> Result<(), StageError> {
     let job = &manifest.job;
     let started = Instant::now();
-    if let Some(status) = ctx.store.get_json::<Status>(&paths::status(job)).await? {
-        if status.state == JobState::Done && ctx.store.exists(&paths::output_claim(job)).await? {
-            log.info("already stitched (redelivery)");
-            return Ok(());
-        }
+    if let Some(status) = ctx.store.get_json::<Status>(&paths::status(job)).await?
+        && status.state == JobState::Done
+        && ctx.store.exists(&paths::output_claim(job)).await?
+    {
+        log.info("already stitched (redelivery)");
+        return Ok(());
     }
     // Every batch must be done; the counter posted this message, so a gap means a replayed or
     // forged message: wait for the batches rather than fail.
@@ -185,10 +186,10 @@ pub async fn stitch(
         }
     }
     timings.insert("stitch".into(), started.elapsed().as_secs_f64());
-    if let Some(previous) = ctx.store.get_json::<Status>(&paths::status(job)).await? {
-        if let Some(split) = previous.timings.get("split") {
-            timings.insert("split".into(), *split);
-        }
+    if let Some(previous) = ctx.store.get_json::<Status>(&paths::status(job)).await?
+        && let Some(split) = previous.timings.get("split")
+    {
+        timings.insert("split".into(), *split);
     }
     timings.insert("total".into(), now_secs() - manifest.created_at);
     let status = Status {

@@ -213,12 +213,11 @@ pub async fn split(
         }
     };
 
-    if ctx.store.exists(&paths::output_claim(&job)).await? {
-        if let Some(status) = ctx.store.get_json::<Status>(&paths::status(&job)).await? {
-            if status.state == JobState::Done {
-                return Ok(SplitOutcome::Done { job });
-            }
-        }
+    if ctx.store.exists(&paths::output_claim(&job)).await?
+        && let Some(status) = ctx.store.get_json::<Status>(&paths::status(&job)).await?
+        && status.state == JobState::Done
+    {
+        return Ok(SplitOutcome::Done { job });
     }
 
     // Resume is "plan minus done", limited to the job's window; finished batches post the rest.

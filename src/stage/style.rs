@@ -209,10 +209,10 @@ impl StyleStage {
             "{}|{}|{}",
             manifest.style.spec, manifest.style.strength, manifest.style.preserve_colour
         );
-        if let Some((current, stylizer)) = &self.current {
-            if *current == key {
-                return Ok(stylizer.clone());
-            }
+        if let Some((current, stylizer)) = &self.current
+            && *current == key
+        {
+            return Ok(stylizer.clone());
         }
         let spec = match manifest.style.spec.strip_prefix("image:") {
             Some(image) => {
@@ -298,12 +298,11 @@ pub async fn post_follow_ups(
         return Ok(());
     }
     let next = batch.saturating_add(manifest.window.max(1));
-    if let Some(plan) = manifest.batches.iter().find(|b| b.index == next) {
-        if !done.contains(&format!("{next:05}.json")) {
-            let message =
-                BatchMessage::new(manifest.job.clone(), next, plan.frames[0]..plan.frames[1]);
-            ctx.queue.send(BATCHES, vec![message.to_outgoing()]).await?;
-        }
+    if let Some(plan) = manifest.batches.iter().find(|b| b.index == next)
+        && !done.contains(&format!("{next:05}.json"))
+    {
+        let message = BatchMessage::new(manifest.job.clone(), next, plan.frames[0]..plan.frames[1]);
+        ctx.queue.send(BATCHES, vec![message.to_outgoing()]).await?;
     }
     Ok(())
 }
