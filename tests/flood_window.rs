@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The per-job flood limit: the splitter queues only a job's first `window` batches, and each
 //! finished batch queues the one `window` places after it, so every batch still runs exactly once.
 

@@ -488,6 +488,31 @@ async fn distributed_run_through_the_functions_handler() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(store.list("output").await.unwrap().len(), 1);
 
+    // The operator's view of the same configuration: `status` and `dlq` read the Azure store.
+    let cli = |args: &[&str]| {
+        let out = Command::new(stylefleet)
+            .args(args)
+            .arg("--data")
+            .arg(dir.path().join("cli"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "stylefleet {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let status = cli(&["status", "--json"]);
+    let jobs = status.as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{status}");
+    assert_eq!(jobs[0]["job"], job.as_str());
+    assert_eq!(jobs[0]["state"], "done", "{status}");
+    assert_eq!(jobs[0]["output"], output.as_str());
+    assert_eq!(jobs[0]["frames_done"], 20);
+    assert_eq!(cli(&["dlq", "list", "--json"]), json!([]));
+
     for w in &mut workers {
         assert!(
             w.terminate(Duration::from_secs(20)).is_some(),

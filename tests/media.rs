@@ -412,6 +412,21 @@ async fn matroska_with_subtitles_roundtrips_into_mp4() {
 }
 
 #[tokio::test]
+async fn mpeg_ts_with_a_late_start_roundtrips() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = clips::mpegts(dir.path());
+    let probe = media::probe(&source).await.unwrap();
+    assert_eq!(probe.video.time_base, media::Rational::new(1, 90000));
+    assert!(
+        probe.format.start_time_us.unwrap() > 1_000_000,
+        "{:?}",
+        probe.format
+    );
+    assert_ranges_join(&source, 14, 16, 31).await;
+    roundtrip(&source, dir.path(), &batches(40, 16)).await;
+}
+
+#[tokio::test]
 async fn audio_an_mp4_cannot_hold_is_refused_before_work_starts() {
     let dir = tempfile::tempdir().unwrap();
     let probe = media::probe(&clips::pcm_in_mov(dir.path())).await.unwrap();

@@ -212,3 +212,110 @@ impl Drop for Azurite {
         }
     }
 }
+
+/// Checks on a styled video against its source, with ffprobe and ffmpeg alone (independent of the
+/// pipeline's own verification).
+pub mod check {
+    use std::path::Path;
+    use std::process::Command;
+
+    fn run(program: &str, args: &[&str]) -> String {
+        let out = Command::new(program).args(args).output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn s(p: &Path) -> &str {
+        p.to_str().expect("test paths are UTF-8")
+    }
+
+    /// Presentation times of every video frame, in seconds, in display order.
+    pub fn video_times(file: &Path) -> Vec<f64> {
+        let out = run(
+            "ffprobe",
+            &[
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "frame=best_effort_timestamp_time",
+                "-of",
+                "csv=p=0",
+                s(file),
+            ],
+        );
+        let mut times: Vec<f64> = out
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().trim_end_matches(',').parse().expect("a time"))
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times
+    }
+
+    /// `codec_name,width,height` of the first stream of `kind` (`v` or `a`), empty when none.
+    pub fn stream(file: &Path, kind: &str) -> String {
+        run(
+            "ffprobe",
+            &[
+                "-v",
+                "error",
+                "-select_streams",
+                &format!("{kind}:0"),
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "csv=p=0",
+                s(file),
+            ],
+        )
+        .trim()
+        .to_owned()
+    }
+
+    /// MD5 of the audio packets as stored (stream copy): equal only if the audio was copied.
+    pub fn audio_md5(file: &Path) -> String {
+        run(
+            "ffmpeg",
+            &[
+                "-hide_banner",
+                "-nostdin",
+                "-v",
+                "error",
+                "-i",
+                s(file),
+                "-map",
+                "0:a:0",
+                "-c",
+                "copy",
+                "-f",
+                "md5",
+                "-",
+            ],
+        )
+        .trim()
+        .to_owned()
+    }
+
+    /// The output has the source's frames at the source's times, its size, and its audio copied.
+    pub fn frame_exact(source: &Path, output: &Path) {
+        let (a, b) = (video_times(source), video_times(output));
+        assert_eq!(a.len(), b.len(), "frame count of {}", output.display());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() < 1e-3,
+                "frame {i}: source at {x} s, output at {y} s"
+            );
+        }
+        let (sv, ov) = (stream(source, "v"), stream(output, "v"));
+        let size = |v: &str| v.split(',').skip(1).collect::<Vec<_>>().join("x");
+        assert_eq!(size(&sv), size(&ov), "video size");
+        assert_eq!(stream(output, "a"), stream(source, "a"), "audio stream");
+        assert_eq!(audio_md5(output), audio_md5(source), "audio packets");
+    }
+}

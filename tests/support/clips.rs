@@ -456,3 +456,33 @@ pub fn pcm_in_mov(dir: &Path) -> PathBuf {
     ]);
     out
 }
+
+/// MPEG-TS (1/90000 time base, timestamps starting at 1.4 s) with H.264 and MP2 audio, 40
+/// frames at 30000/1001 fps.
+pub fn mpegts(dir: &Path) -> PathBuf {
+    let out = path(dir, "broadcast.ts");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=30000/1001",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-frames:v",
+        "40",
+        "-t",
+        "1.33",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "15",
+        "-c:a",
+        "mp2",
+        s(&out),
+    ]);
+    out
+}
