@@ -4,3 +4,4 @@
 
 pub mod azurite;
 pub mod clips;
+pub mod pipeline;
