@@ -2,12 +2,12 @@
 //! processes, aggregator), with progress, ending only when the output is written and verified.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::{ConsumeOptions, StitchHandler, consume};
-use crate::inspect::{JobView, view};
+use crate::inspect::{InspectError, JobView, view};
 use crate::job::{JobId, JobState, Manifest, StyleChoice, paths};
 use crate::queue::STITCH;
 use crate::stage::Context;
@@ -15,6 +15,10 @@ use crate::stage::split::{SplitOutcome, split};
 
 use super::reconcile_dead_letters;
 use super::workers::{WorkerCommand, WorkerPool};
+
+/// How long `process` keeps polling a job whose store does not answer before it gives up (the
+/// job itself resumes on the next run).
+const STORE_OUTAGE_LIMIT: Duration = Duration::from_secs(300);
 
 /// What to process.
 #[derive(Debug, Clone)]
@@ -109,13 +113,31 @@ pub async fn process(
         })
     };
     let mut pool = WorkerPool::new(worker);
+    let mut unreachable_since: Option<Instant> = None;
     let result = loop {
         if let Err(e) = reconcile_dead_letters(ctx).await {
             tracing::warn!(error = %e, "cannot read the dead-letter queues");
         }
-        let current = view(&ctx.store, &job, &[])
-            .await
-            .map_err(anyhow::Error::from)?;
+        let current = match view(&ctx.store, &job, &[]).await {
+            Ok(current) => {
+                unreachable_since = None;
+                current
+            }
+            // The store is down for longer than its own request retries last: the workers back off
+            // and retry their batches by themselves, so keep polling, within a limit.
+            Err(InspectError::Store(e))
+                if e.is_transient()
+                    && unreachable_since.get_or_insert_with(Instant::now).elapsed()
+                        < STORE_OUTAGE_LIMIT =>
+            {
+                tracing::warn!(%job, error = %e, "cannot read the job's progress; polling again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Err(ProcessError::Interrupted(job.clone())),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+            Err(e) => return Err(anyhow::Error::from(e).into()),
+        };
         progress(&current);
         match current.state {
             JobState::Done => break Ok(current),
