@@ -4,6 +4,9 @@
 //! [`crate::kernel`] (reflect pad folded into the conv packing, one-pass norm statistics fused
 //! with the affine, activation and residual add); every other device runs plain Candle ops
 //! (`conv2d`, `upsample_nearest2d`, reductions), in f16 on CUDA with the norm statistics in f32.
+//! On CUDA the layers run by default on fused kernels around Candle's convs (`cuda.rs`:
+//! upsample + reflect pad in one gather, norm + activation + residual add in one pass);
+//! [`MultiStyle::with_plain_ops`] turns them off.
 //! Both are checked against onnxruntime by `tests/golden.rs`.
 
 use candle_core::{D, DType, Device, Tensor};
@@ -12,6 +15,9 @@ use candle_nn::VarBuilder;
 use crate::error::{CandleContext, ModelError};
 use crate::kernel;
 use crate::styles::NUM_STYLES;
+
+#[cfg(feature = "cuda")]
+mod cuda;
 
 /// The converted weights (see `NOTICE` and `convert/convert.py`), embedded so that loading
 /// never touches the file system or the network.
@@ -187,6 +193,8 @@ pub struct MultiStyle {
     expand: [ConvNorm; 3],
     device: Device,
     dtype: DType,
+    /// Run the fused CUDA kernels of `cuda.rs` instead of plain Candle ops (CUDA only).
+    fused: bool,
 }
 
 impl MultiStyle {
@@ -239,7 +247,19 @@ impl MultiStyle {
             expand,
             device: device.clone(),
             dtype,
+            fused: cfg!(feature = "cuda") && device.is_cuda(),
         })
+    }
+
+    /// Run plain Candle ops on the GPU instead of the fused kernels (to compare the two).
+    pub fn with_plain_ops(mut self) -> Self {
+        self.fused = false;
+        self
+    }
+
+    /// Whether the forward pass runs the fused CUDA kernels.
+    pub fn fused(&self) -> bool {
+        self.fused
     }
 
     /// The device the weights live on.
@@ -280,7 +300,7 @@ impl MultiStyle {
                 .ctx("multistyle forward (cpu kernels)")?
         } else {
             let x = pad_bottom_right(&x, ph - h, pw - w)?;
-            self.forward_plain(&x.to_dtype(self.dtype).ctx("input to compute dtype")?)?
+            self.forward_device(&x.to_dtype(self.dtype).ctx("input to compute dtype")?)?
                 .to_dtype(DType::F32)
                 .ctx("output to f32")?
         };
@@ -290,6 +310,16 @@ impl MultiStyle {
         y.narrow(2, 0, h)
             .and_then(|t| t.narrow(3, 0, w))
             .ctx("crop")
+    }
+
+    /// The network on an input already padded to a multiple of 4: fused kernels on CUDA unless
+    /// turned off, plain Candle ops otherwise.
+    fn forward_device(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        #[cfg(feature = "cuda")]
+        if self.fused {
+            return self.forward_fused(x);
+        }
+        self.forward_plain(x)
     }
 
     /// The network on an input already padded to a multiple of 4, with plain Candle ops.
