@@ -13,8 +13,8 @@
 #    cudarc declares; the stand-in is never shipped);
 # 3. fetches libcudnn.so.9 from the nvidia-cudnn-cu13 wheel the GPU machine's PyTorch pins (for
 #    the `cudnn` build);
-# 4. compiles the fused kernels' source with nvcc as a syntax check (the binaries compile it with
-#    NVRTC at run time);
+# 4. compiles the fused kernels' source to PTX with nvcc (a check here; the binaries compile it
+#    with NVRTC at run time, or load this PTX when STYLEFLEET_CUDA_PTX names it);
 # 5. builds in target/cuda (apart from the CPU builds):
 #    - the benchmark `gpu_bench` with `--features cuda`, and again with `--features cudnn`;
 #    - unless --bench-only: `stylefleet-worker` and `stylefleet` with `--features cuda`;
@@ -134,7 +134,10 @@ for f in "$bundle"/gpu_bench* "$bin"/*; do
     strip "$f"
     gzip -9 -f "$f"
 done
-(cd "$bundle" && sha256sum gpu_bench*.gz frames/* > SHA256SUMS)
+# The fused kernels compiled ahead of time by nvcc 13.0: run-gpu-bench.sh points
+# STYLEFLEET_CUDA_PTX at it when the machine's NVRTC cannot be used.
+cp "$cache/multistyle-kernels.ptx" "$bundle/"
+(cd "$bundle" && sha256sum gpu_bench*.gz multistyle-kernels.ptx frames/* > SHA256SUMS)
 ls -la "$bundle" "$bundle/frames" "$bin"
 du -sh "$bundle"
 echo "ready: carry .cache/gpu-bundle to the GPU machine and run scripts/gpu/run-gpu-bench.sh"

@@ -6,8 +6,9 @@
 #   OUT=/some/dir scripts/gpu/run-gpu-bench.sh [--quick]
 #
 # Writes $OUT/results/<date>-<gpu>.md (the raw output to commit under bench/results/), one table
-# file per pass, and $OUT/run.log. Each pass has its own time limit, so a pass that hangs or runs
-# out of memory leaves the others' results. --quick: 720p only, batches 1 and 8 (a smoke test).
+# file per pass, and $OUT/run.log. Each pass has its own time limit (565 s in all at most, 3-5
+# minutes expected), so a pass that hangs or runs out of memory leaves the others' results.
+# --quick: 720p only, batches 1 and 8 (a smoke test).
 # BENCH_ARGS: options appended to every pass (later options win), e.g. a self-test of this script
 # on a CPU-only machine with BENCH_ARGS="--cpu-standin --sizes 64x48 --batches 1 --dtypes f32".
 set -u
@@ -29,6 +30,10 @@ for d in "$sp"/nvidia/*/lib; do [ -d "$d" ] && libs="$libs:$d"; done
 export LD_LIBRARY_PATH="${libs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # Keep Candle's errors to one line each in the tables.
 unset RUST_BACKTRACE
+# The fused kernels: the timed passes load the PTX that nvcc 13.0 compiled with the binaries (the
+# machine's NVRTC may be newer than its driver); the nvrtc-check pass compiles them with NVRTC,
+# as a process without STYLEFLEET_CUDA_PTX does.
+ptx="$bundle/multistyle-kernels.ptx"
 
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) host $(uname -srm); $(ldd --version 2>&1 | head -n 1)"
 gpu="unknown-gpu"
@@ -68,7 +73,7 @@ pass() {
     shift 3
     [ -x "$tmp/$bin" ] || { echo "!! $bin not built, pass $label skipped"; return; }
     echo
-    echo "################ $label: $bin $*"
+    echo "################ $label: $bin $* (STYLEFLEET_CUDA_PTX=${STYLEFLEET_CUDA_PTX:-unset, NVRTC})"
     local start=$SECONDS
     # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
     timeout "$limit" "$tmp/$bin" --frames "$bundle/frames" --out "$out/$label.md" "$@" ${BENCH_ARGS:-}
@@ -76,12 +81,15 @@ pass() {
 }
 
 # Fused kernels: the full grid, with and without cuDNN for the convs.
-pass gpu_bench cuda-fused 240 "${grid[@]}"
-pass gpu_bench_cudnn cudnn-fused 240 "${grid[@]}"
+STYLEFLEET_CUDA_PTX="$ptx" pass gpu_bench cuda-fused 200 "${grid[@]}"
+STYLEFLEET_CUDA_PTX="$ptx" pass gpu_bench_cudnn cudnn-fused 200 "${grid[@]}"
+# The same kernels compiled at run time by NVRTC: one check and one row.
+pass gpu_bench nvrtc-check 45 --sizes 1280x720 --batches 8 --dtypes f16 --modes model \
+    --check-sizes 1280x720 --min-secs 0.5
 # Plain Candle ops, for comparison: one size and batch, model only.
-pass gpu_bench cuda-plain 90 --variants plain --sizes 1280x720 --batches 8 --modes model \
+pass gpu_bench cuda-plain 60 --variants plain --sizes 1280x720 --batches 8 --modes model \
     --check-sizes 1280x720 --min-secs 1.0
-pass gpu_bench_cudnn cudnn-plain 90 --variants plain --sizes 1280x720 --batches 8 --modes model \
+pass gpu_bench_cudnn cudnn-plain 60 --variants plain --sizes 1280x720 --batches 8 --modes model \
     --check-sizes 1280x720 --min-secs 1.0
 
 # One file with everything, named after the date and the GPU.
@@ -95,7 +103,7 @@ result="$out/results/$stamp.md"
     echo '```'
     nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv 2>/dev/null
     echo '```'
-    for label in cuda-fused cudnn-fused cuda-plain cudnn-plain; do
+    for label in cuda-fused cudnn-fused nvrtc-check cuda-plain cudnn-plain; do
         [ -f "$out/$label.md" ] || continue
         echo
         echo "# pass: $label"

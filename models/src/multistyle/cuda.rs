@@ -13,7 +13,9 @@
 //!
 //! The kernels (`kernels.cu`) are compiled with NVRTC for the GPU's own architecture the first
 //! time a process needs them; they use no CUDA headers, so nothing but the driver and NVRTC must
-//! be present at run time.
+//! be present at run time. Where NVRTC is missing or newer than the driver, `STYLEFLEET_CUDA_PTX`
+//! names a PTX file compiled ahead of time instead (`nvcc -ptx -arch=compute_90 kernels.cu`,
+//! as `scripts/gpu/build-cuda.sh` does).
 #![allow(unsafe_code)] // kernel launches; each `unsafe` block says why it is sound
 
 use std::sync::OnceLock;
@@ -47,13 +49,21 @@ const NORM_THREADS: u32 = 1024;
 /// Threads per block of the gather kernel.
 const PAD_THREADS: u32 = 256;
 
-/// The PTX, compiled once per process for the architecture of the first GPU that asks (PTX of a
-/// lower architecture still loads on a newer GPU). An error is kept as text so that every later
-/// call reports it too.
+/// Names a PTX file of `kernels.cu` compiled ahead of time, used instead of NVRTC.
+const PTX_ENV: &str = "STYLEFLEET_CUDA_PTX";
+
+/// The PTX, read or compiled once per process for the architecture of the first GPU that asks
+/// (PTX of a lower architecture still loads on a newer GPU). An error is kept as text so that
+/// every later call reports it too.
 static PTX: OnceLock<Result<String, String>> = OnceLock::new();
 
 fn ptx(dev: &CudaDevice) -> candle_core::Result<&'static str> {
     let compiled = PTX.get_or_init(|| {
+        if let Some(path) = std::env::var_os(PTX_ENV) {
+            return std::fs::read_to_string(&path).map_err(|e| {
+                format!("reading the multistyle kernels' PTX {PTX_ENV}={path:?}: {e}")
+            });
+        }
         let (major, minor) = dev
             .cuda_stream()
             .context()
