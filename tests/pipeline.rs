@@ -14,6 +14,17 @@ mod support;
 
 use std::path::Path;
 
+use stylefleet::consume::{ConsumeOptions, StitchHandler, consume};
+use stylefleet::job::StyleChoice;
+use stylefleet::message::BatchMessage;
+use stylefleet::queue::{BATCHES, OutgoingMessage, STITCH};
+use stylefleet::settings::Settings;
+use stylefleet::setup::Location;
+use stylefleet::stage::Context;
+use stylefleet::stage::split::{SplitOutcome, split};
+use stylefleet::store::version_of;
+use tokio_util::sync::CancellationToken;
+
 use support::clips;
 use support::pipeline::{self as sp, assert_frame_exact, assert_success};
 
@@ -170,4 +181,481 @@ async fn a_single_keyframe_for_the_whole_clip() {
         .count();
     assert_eq!(keyframes, 1, "the source has one keyframe");
     styles_frame_exact(dir.path(), &clip, 1, 8).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One job per source: the same event twice, the same bytes twice
+// ---------------------------------------------------------------------------------------------
+
+/// A library context on the embedded default in `data`, batches of `batch_frames`.
+async fn library_context(data: &Path, batch_frames: u64) -> Context {
+    let settings = Settings {
+        batch_frames,
+        ..Settings::default()
+    };
+    stylefleet::setup::context(&Location::embedded(data), settings)
+        .await
+        .unwrap()
+}
+
+fn style_zero() -> StyleChoice {
+    StyleChoice {
+        spec: "0".into(),
+        strength: 1.0,
+        preserve_colour: false,
+    }
+}
+
+#[tokio::test]
+async fn the_same_event_twice_and_the_same_bytes_twice_make_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clips::cfr_with_aac(dir.path(), 64, 48, 12, 25);
+    let data = dir.path().join("data");
+    let ctx = library_context(&data, 4).await;
+    let path = "input/0/clip.mp4";
+    ctx.store.upload(&clip, path, false).await.unwrap();
+
+    let first = split(&ctx, path, &style_zero()).await.unwrap();
+    let SplitOutcome::Planned {
+        job,
+        batches: 3,
+        posted: 3,
+        created: true,
+    } = first.clone()
+    else {
+        panic!("first event: {first:?}")
+    };
+    assert_eq!(ctx.queue.backlog(BATCHES).await.unwrap(), 3);
+    let manifest_path = data.join("jobs").join(job.as_str()).join("manifest.json");
+    let manifest = std::fs::read(&manifest_path).unwrap();
+
+    // The same event again: the job is found, not planned again, and no batch is queued twice.
+    let second = split(&ctx, path, &style_zero()).await.unwrap();
+    assert!(
+        matches!(&second, SplitOutcome::Planned { job: j, batches: 3, created: false, .. } if *j == job),
+        "second event: {second:?}"
+    );
+    assert_eq!(
+        ctx.queue.backlog(BATCHES).await.unwrap(),
+        3,
+        "no duplicates"
+    );
+    assert_eq!(
+        std::fs::read(&manifest_path).unwrap(),
+        manifest,
+        "the plan is written once"
+    );
+
+    // The same bytes uploaded again under the same name: a new version as the store sees it (new
+    // ETag and modification time), still the same job.
+    let before = ctx.store.head(path).await.unwrap().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = dir.path().join("again.mp4");
+    std::fs::copy(&clip, &again).unwrap();
+    ctx.store.upload(&again, path, false).await.unwrap();
+    let after = ctx.store.head(path).await.unwrap().unwrap();
+    assert_ne!(
+        version_of(&before),
+        version_of(&after),
+        "the re-upload is a new version for the store"
+    );
+    let third = split(&ctx, path, &style_zero()).await.unwrap();
+    assert!(
+        matches!(&third, SplitOutcome::Planned { job: j, created: false, .. } if *j == job),
+        "same bytes again: {third:?}"
+    );
+    assert_eq!(sp::job_dirs(&data), [job.to_string()], "one job folder");
+    assert_eq!(
+        ctx.queue.backlog(BATCHES).await.unwrap(),
+        3,
+        "no duplicates"
+    );
+
+    // Different bytes under the same name are a new job (so the checks above can fail).
+    let other = clips::cfr_with_aac(dir.path(), 64, 48, 13, 25);
+    ctx.store.upload(&other, path, false).await.unwrap();
+    let fourth = split(&ctx, path, &style_zero()).await.unwrap();
+    assert!(
+        matches!(&fourth, SplitOutcome::Planned { job: j, batches: 4, created: true, .. } if *j != job),
+        "new bytes: {fourth:?}"
+    );
+    assert_eq!(sp::job_dirs(&data).len(), 2);
+}
+
+#[tokio::test]
+async fn processing_the_same_bytes_twice_reuses_the_job_and_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clips::cfr_with_aac(dir.path(), 64, 48, 12, 25);
+    let data = dir.path().join("data");
+    let first_out = dir.path().join("first.mp4");
+    let first = sp::process(&data, &clip, &first_out, 1, 4);
+    assert_success("first process", &first);
+    let job = sp::job_of_process(&first);
+    let stored = data.join("output/0").join(clip.file_name().unwrap());
+    let written = std::fs::metadata(&stored).unwrap().modified().unwrap();
+    let done_dir = data.join("jobs").join(&job).join("done");
+    let markers: Vec<_> = sp::files(&done_dir)
+        .iter()
+        .map(|m| std::fs::read(done_dir.join(m)).unwrap())
+        .collect();
+    assert_eq!(markers.len(), 3);
+
+    // The same bytes from another folder under the same name, as a user re-running the command
+    // on a copy would.
+    let copy_dir = dir.path().join("copy");
+    std::fs::create_dir(&copy_dir).unwrap();
+    let copy = copy_dir.join(clip.file_name().unwrap());
+    std::fs::copy(&clip, &copy).unwrap();
+    let second_out = dir.path().join("second.mp4");
+    let second = sp::process(&data, &copy, &second_out, 1, 4);
+    assert_success("second process", &second);
+    assert_eq!(sp::job_of_process(&second), job, "the same job");
+    assert_eq!(
+        sp::job_dirs(&data),
+        std::slice::from_ref(&job),
+        "one job folder"
+    );
+    assert_eq!(sp::tree(&data.join("output")).len(), 1, "one output");
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().modified().unwrap(),
+        written,
+        "the output is written once"
+    );
+    let markers_after: Vec<_> = sp::files(&done_dir)
+        .iter()
+        .map(|m| std::fs::read(done_dir.join(m)).unwrap())
+        .collect();
+    assert_eq!(markers_after, markers, "no batch was redone");
+    assert_eq!(
+        std::fs::read(&second_out).unwrap(),
+        std::fs::read(&first_out).unwrap()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Poison messages and replay
+// ---------------------------------------------------------------------------------------------
+
+/// `stylefleet worker` until the batch queue has been idle for 2 s; must exit 0.
+fn run_worker(data: &Path) -> std::process::Output {
+    let out = sp::stylefleet(data, ["worker", "--exit-when-idle", "2"]);
+    assert_success("stylefleet worker", &out);
+    out
+}
+
+#[tokio::test]
+async fn malformed_messages_are_dead_lettered_on_first_delivery_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ctx = library_context(&data, 4).await;
+    let missing_job = "0123456789abcdef";
+    let poison = [
+        (
+            "garbage",
+            b"\x00\x01 not json at all {".to_vec(),
+            "MalformedMessage",
+        ),
+        (
+            "future",
+            format!(r#"{{"v":2,"job":"{missing_job}","batch":0,"frames":[0,4]}}"#).into_bytes(),
+            "UnknownMessageVersion",
+        ),
+        (
+            "wrong-shape",
+            br#"{"v":1,"job":"not a job id","batch":"zero"}"#.to_vec(),
+            "MalformedMessage",
+        ),
+        (
+            "empty-range",
+            format!(r#"{{"v":1,"job":"{missing_job}","batch":1,"frames":[4,4]}}"#).into_bytes(),
+            "InvalidMessage",
+        ),
+        (
+            "no-such-job",
+            format!(r#"{{"v":1,"job":"{missing_job}","batch":0,"frames":[0,4]}}"#).into_bytes(),
+            "UnknownJob",
+        ),
+    ];
+    let messages = poison
+        .iter()
+        .map(|(id, body, _)| OutgoingMessage::new(*id, body.clone()))
+        .collect();
+    ctx.queue.send(BATCHES, messages).await.unwrap();
+
+    run_worker(&data);
+
+    let letters = sp::dlq_list(&data, &[]);
+    assert_eq!(letters.len(), poison.len(), "{letters:#?}");
+    for (id, _, reason) in &poison {
+        let letter = letters
+            .iter()
+            .find(|l| l["id"] == *id)
+            .unwrap_or_else(|| panic!("{id} is not dead-lettered: {letters:#?}"));
+        assert_eq!(letter["reason"], *reason, "{letter}");
+        assert_eq!(letter["queue"], BATCHES, "{letter}");
+        assert_eq!(
+            letter["delivery_count"], 1,
+            "dead-lettered on first sight: {letter}"
+        );
+        assert!(
+            !letter["description"].as_str().unwrap().is_empty(),
+            "a description for people: {letter}"
+        );
+    }
+    assert_eq!(ctx.queue.backlog(BATCHES).await.unwrap(), 0);
+    // Status is not confused by bodies that name no job.
+    assert_eq!(sp::status(&data), Vec::<serde_json::Value>::new());
+
+    // Dry runs change nothing.
+    for action in ["replay", "purge"] {
+        let dry = sp::stylefleet(&data, ["dlq", action, "--dry-run"]);
+        assert_success("dlq --dry-run", &dry);
+        let said = String::from_utf8_lossy(&dry.stdout);
+        assert!(said.contains(&format!("would {action} 5 of 5")), "{said}");
+        assert_eq!(
+            sp::dlq_list(&data, &[]),
+            letters,
+            "after {action} --dry-run"
+        );
+        assert_eq!(ctx.queue.backlog(BATCHES).await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn replaying_a_dead_lettered_batch_brings_its_job_to_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clips::cfr_with_aac(dir.path(), 64, 48, 12, 25);
+    let data = dir.path().join("data");
+    let ctx = library_context(&data, 4).await;
+    let path = "input/0/clip.mp4";
+    ctx.store.upload(&clip, path, false).await.unwrap();
+    let planned = split(&ctx, path, &style_zero()).await.unwrap();
+    let SplitOutcome::Planned {
+        job, batches: 3, ..
+    } = planned.clone()
+    else {
+        panic!("{planned:?}")
+    };
+
+    // One of the job's batches goes to the dead-letter queue, and a message of no job beside it.
+    let taken = ctx
+        .queue
+        .receive(BATCHES, 1, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let [delivery] = taken.as_slice() else {
+        panic!("{taken:?}")
+    };
+    let batch = BatchMessage::parse(&delivery.body).unwrap();
+    ctx.queue
+        .dead_letter(delivery, "TestFailure", "moved aside by the test")
+        .await
+        .unwrap();
+    ctx.queue
+        .send(
+            BATCHES,
+            vec![OutgoingMessage::new("junk", b"junk".to_vec())],
+        )
+        .await
+        .unwrap();
+
+    // The workers do the rest; the job cannot finish and says why.
+    run_worker(&data);
+    let failed = sp::job_status(&data, job.as_str());
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("TestFailure"),
+        "{failed}"
+    );
+    assert_eq!(failed["batches_done"], 2, "{failed}");
+    assert_eq!(ctx.queue.backlog(STITCH).await.unwrap(), 0, "no stitch yet");
+    let letters = sp::dlq_list(&data, &["--job", job.as_str()]);
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["id"], batch.id());
+    assert_eq!(sp::dlq_list(&data, &[]).len(), 2, "the job's and the junk");
+
+    // A dry run changes nothing.
+    let dry = sp::stylefleet(&data, ["dlq", "replay", "--job", job.as_str(), "--dry-run"]);
+    assert_success("dlq replay --dry-run", &dry);
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("would replay 1 of 1"),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    assert_eq!(sp::dlq_list(&data, &["--job", job.as_str()]), letters);
+    assert_eq!(ctx.queue.backlog(BATCHES).await.unwrap(), 0);
+    assert_eq!(sp::job_status(&data, job.as_str())["state"], "failed");
+
+    // The replay re-sends the batch under its id and leaves the other dead letter alone.
+    let replay = sp::stylefleet(&data, ["dlq", "replay", "--job", job.as_str()]);
+    assert_success("dlq replay", &replay);
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains("replayed 1 of 1"),
+        "{}",
+        String::from_utf8_lossy(&replay.stdout)
+    );
+    assert_eq!(
+        sp::dlq_list(&data, &["--job", job.as_str()]),
+        Vec::<serde_json::Value>::new()
+    );
+    let rest = sp::dlq_list(&data, &[]);
+    assert_eq!(rest.len(), 1, "{rest:#?}");
+    assert_eq!(rest[0]["id"], "junk");
+    assert_eq!(ctx.queue.backlog(BATCHES).await.unwrap(), 1);
+    assert_ne!(
+        sp::job_status(&data, job.as_str())["state"],
+        "failed",
+        "revived"
+    );
+
+    // A worker styles it, which completes the set and posts the stitch; the aggregator stitches.
+    run_worker(&data);
+    assert_eq!(ctx.queue.backlog(STITCH).await.unwrap(), 1);
+    let options = ConsumeOptions {
+        max_deliveries: Some(1),
+        exit_when_idle: Some(std::time::Duration::from_secs(10)),
+        ..ConsumeOptions::new(STITCH)
+    };
+    let report = consume(&ctx, &mut StitchHandler, &options, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+
+    let done = sp::job_status(&data, job.as_str());
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["batches_done"], 3, "{done}");
+    assert_eq!(done["output"], "output/0/clip.mp4", "{done}");
+    assert_eq!(sp::tree(&data.join("output")).len(), 1);
+    assert_frame_exact(&clip, &data.join("output/0/clip.mp4")).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad inputs
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `process` on a bad input in `data`: it must fail with exit code 1 and one `error:` line
+/// that contains `words` and names the job and its reason, write no output, queue nothing, and
+/// leave a failed job whose status gives the same reason. Returns the job and the reason.
+fn refused(data: &Path, clip: &Path, words: &str) -> (String, String) {
+    let out = clip.with_extension("styled.mp4");
+    let run = sp::process(data, clip, &out, 1, 4);
+    assert_eq!(run.status.code(), Some(1), "{}: {run:?}", clip.display());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    let [line] = errors.as_slice() else {
+        panic!("want one error line, got:\n{stderr}")
+    };
+    assert!(line.contains(words), "{line:?} should say {words:?}");
+    let job = sp::job_of_process(&run);
+    let reason = line
+        .split_once(" failed: ")
+        .map(|(_, r)| r.to_owned())
+        .unwrap_or_else(|| panic!("no reason in {line:?}"));
+    assert!(!out.exists(), "no output for a refused input");
+    assert!(run.stdout.is_empty(), "nothing on stdout");
+    let view = sp::job_status(data, &job);
+    assert_eq!(view["state"], "failed", "{view}");
+    assert_eq!(view["reason"], reason.as_str(), "{view}");
+    assert_eq!(view["batches_total"], 0, "{view}");
+    (job, reason)
+}
+
+/// Nothing waits in either queue, nothing is dead-lettered, no output exists.
+async fn nothing_queued(data: &Path) {
+    let ctx = library_context(data, 4).await;
+    assert_eq!(ctx.queue.backlog(BATCHES).await.unwrap(), 0);
+    assert_eq!(ctx.queue.backlog(STITCH).await.unwrap(), 0);
+    assert_eq!(sp::dlq_list(data, &[]), Vec::<serde_json::Value>::new());
+}
+
+#[tokio::test]
+async fn a_zero_byte_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    refused(&data, &clips::zero_byte(dir.path()), "empty");
+    nothing_queued(&data).await;
+    assert!(sp::tree(&data.join("output")).is_empty());
+}
+
+#[tokio::test]
+async fn a_truncated_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    refused(&data, &clips::truncated(dir.path()), "truncated");
+    nothing_queued(&data).await;
+    assert!(sp::tree(&data.join("output")).is_empty());
+}
+
+#[tokio::test]
+async fn a_text_file_named_mp4_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    refused(&data, &clips::text_as_mp4(dir.path()), "not a media file");
+    nothing_queued(&data).await;
+    assert!(sp::tree(&data.join("output")).is_empty());
+}
+
+#[tokio::test]
+async fn an_audio_only_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    refused(&data, &clips::audio_only(dir.path()), "no video stream");
+    nothing_queued(&data).await;
+    assert!(sp::tree(&data.join("output")).is_empty());
+}
+
+#[tokio::test]
+async fn a_png_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    refused(&data, &clips::png_image(dir.path()), "still image");
+    nothing_queued(&data).await;
+    assert!(sp::tree(&data.join("output")).is_empty());
+}
+
+#[tokio::test]
+async fn bad_inputs_leave_other_jobs_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let good = clips::cfr_with_aac(dir.path(), 64, 48, 12, 25);
+    let good_out = dir.path().join("good.mp4");
+    let run = sp::process(&data, &good, &good_out, 1, 4);
+    assert_success("process the good clip", &run);
+    let good_job = sp::job_of_process(&run);
+    let stored = data.join("output/0").join(good.file_name().unwrap());
+    let before = (
+        std::fs::read(&stored).unwrap(),
+        std::fs::metadata(&stored).unwrap().modified().unwrap(),
+        sp::tree(&data.join("jobs").join(&good_job)),
+    );
+
+    let bad = [
+        (clips::zero_byte(dir.path()), "empty"),
+        (clips::truncated(dir.path()), "truncated"),
+        (clips::text_as_mp4(dir.path()), "not a media file"),
+        (clips::audio_only(dir.path()), "no video stream"),
+        (clips::png_image(dir.path()), "still image"),
+    ];
+    let mut failed = Vec::new();
+    for (clip, words) in &bad {
+        failed.push(refused(&data, clip, words));
+    }
+
+    let jobs = sp::status(&data);
+    assert_eq!(jobs.len(), 1 + bad.len(), "{jobs:#?}");
+    for (job, reason) in &failed {
+        let view = jobs.iter().find(|j| j["job"] == job.as_str()).unwrap();
+        assert_eq!(view["state"], "failed");
+        assert_eq!(view["reason"], reason.as_str());
+    }
+    let view = jobs.iter().find(|j| j["job"] == good_job.as_str()).unwrap();
+    assert_eq!(view["state"], "done", "{view}");
+    let after = (
+        std::fs::read(&stored).unwrap(),
+        std::fs::metadata(&stored).unwrap().modified().unwrap(),
+        sp::tree(&data.join("jobs").join(&good_job)),
+    );
+    assert!(after == before, "the good job's files are untouched");
+    assert_eq!(sp::tree(&data.join("output")).len(), 1, "no other output");
+    nothing_queued(&data).await;
 }

@@ -108,11 +108,18 @@ pub fn job_status(data: &Path, id: &str) -> Value {
         .unwrap_or_else(|| panic!("status --json does not list job {id}"))
 }
 
-/// `stylefleet dlq list --json` with extra `args` (filters).
+/// `stylefleet dlq list --json` with extra `args` (filters), without the `age_secs` field (which
+/// ticks, so that two listings of the same letters compare equal).
 pub fn dlq_list(data: &Path, args: &[&str]) -> Vec<Value> {
     let out = stylefleet(data, ["dlq", "list", "--json"].iter().chain(args));
     match json_of("dlq list --json", &out) {
-        Value::Array(letters) => letters,
+        Value::Array(mut letters) => {
+            for letter in &mut letters {
+                let age = letter.as_object_mut().and_then(|l| l.remove("age_secs"));
+                assert!(age.is_some_and(|a| a.is_u64()), "no age in {letter}");
+            }
+            letters
+        }
         other => panic!("dlq list --json is not a list: {other}"),
     }
 }
