@@ -659,3 +659,130 @@ async fn bad_inputs_leave_other_jobs_alone() {
     assert_eq!(sp::tree(&data.join("output")).len(), 1, "no other output");
     nothing_queued(&data).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The same through the fleet (`stylefleet up`)
+// ---------------------------------------------------------------------------------------------
+
+/// The state of every job by source path, from `status --json`.
+fn states_by_source(data: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    sp::status(data)
+        .into_iter()
+        .map(|j| (j["source"].as_str().unwrap().to_owned(), j))
+        .collect()
+}
+
+fn planned_events(up: &sp::Up) -> usize {
+    up.events()
+        .iter()
+        .filter(|e| e["fields"]["message"] == "job planned")
+        .count()
+}
+
+#[tokio::test]
+async fn the_fleet_makes_one_job_of_a_file_dropped_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clips::cfr_with_aac(dir.path(), 64, 48, 12, 25);
+    let data = dir.path().join("data");
+    let log = dir.path().join("up.log");
+    let up = sp::Up::start(&data, &log, &sp::QUICK_UP);
+    sp::drop_into(&data, "0", &clip, "clip.mp4");
+    let stored = data.join("output/0/clip.mp4");
+    sp::wait_for("the first drop to be styled", 90, || {
+        let jobs = states_by_source(&data);
+        (jobs.get("input/0/clip.mp4")?["state"] == "done").then_some(())
+    });
+    let job = sp::job_dirs(&data);
+    assert_eq!(job.len(), 1);
+    let written = std::fs::metadata(&stored).unwrap().modified().unwrap();
+    let job_files = sp::tree(&data.join("jobs"));
+    let done_dir = data.join("jobs").join(&job[0]).join("done");
+    let markers: Vec<_> = sp::files(&done_dir)
+        .iter()
+        .map(|m| std::fs::read(done_dir.join(m)).unwrap())
+        .collect();
+
+    // The same bytes dropped again under the same name: a new file event for the store.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    sp::drop_into(&data, "0", &clip, "clip.mp4");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    up.stop();
+
+    // A restarted fleet sees the file again, as it sees every file after a restart.
+    let up = sp::Up::start(&data, &log, &sp::QUICK_UP);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(planned_events(&up), 1, "planned once over both runs");
+    up.stop();
+
+    assert_eq!(sp::job_dirs(&data), job, "one job");
+    assert_eq!(sp::tree(&data.join("jobs")), job_files, "no new job files");
+    assert_eq!(sp::tree(&data.join("output")).len(), 1, "one output");
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().modified().unwrap(),
+        written,
+        "the output is written once"
+    );
+    let markers_after: Vec<_> = sp::files(&done_dir)
+        .iter()
+        .map(|m| std::fs::read(done_dir.join(m)).unwrap())
+        .collect();
+    assert_eq!(markers_after, markers, "no batch was redone");
+    let ctx = library_context(&data, 4).await;
+    assert_eq!(ctx.queue.backlog(BATCHES).await.unwrap(), 0);
+    assert_frame_exact(&clip, &stored).await;
+}
+
+#[tokio::test]
+async fn the_fleet_fails_each_bad_input_alone_while_a_good_clip_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = dir.path().join("made");
+    std::fs::create_dir(&made).unwrap();
+    let good = clips::cfr_with_aac(&made, 64, 48, 12, 25);
+    let bad = [
+        (clips::zero_byte(&made), "zero.mp4", "empty"),
+        (clips::truncated(&made), "truncated.mp4", "truncated"),
+        (clips::text_as_mp4(&made), "text.mp4", "not a media file"),
+        (
+            clips::audio_only(&made),
+            "audio_only.mp4",
+            "no video stream",
+        ),
+        (clips::png_image(&made), "picture.png", "still image"),
+    ];
+    let data = dir.path().join("data");
+    let log = dir.path().join("up.log");
+    let up = sp::Up::start(&data, &log, &sp::QUICK_UP);
+    for (file, name, _) in &bad {
+        sp::drop_into(&data, "0", file, name);
+    }
+    sp::drop_into(&data, "0", &good, "good.mp4");
+
+    let jobs = sp::wait_for("every drop to end", 90, || {
+        let jobs = states_by_source(&data);
+        let ended = jobs.len() == bad.len() + 1
+            && jobs
+                .values()
+                .all(|j| j["state"] == "done" || j["state"] == "failed");
+        ended.then_some(jobs)
+    });
+    up.stop();
+    for (_, name, words) in &bad {
+        let job = &jobs[&format!("input/0/{name}")];
+        assert_eq!(job["state"], "failed", "{job}");
+        let reason = job["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(words),
+            "{name}: {reason:?} should say {words:?}"
+        );
+        assert!(!reason.contains('\n'), "one line: {reason:?}");
+    }
+    let job = &jobs["input/0/good.mp4"];
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(
+        sp::tree(&data.join("output")),
+        [Path::new("0/good.mp4")],
+        "only the good clip has an output"
+    );
+    assert_frame_exact(&good, &data.join("output/0/good.mp4")).await;
+    nothing_queued(&data).await;
+}

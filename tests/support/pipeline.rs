@@ -359,3 +359,117 @@ pub async fn assert_frame_exact(source: &Path, output: &Path) {
         .await
         .expect("stylefleet::media::verify");
 }
+
+/// `stylefleet up` on a data folder, its output in a log file; stopped with SIGINT (a drain) when
+/// dropped.
+pub struct Up {
+    child: std::process::Child,
+    /// The log file (stdout and stderr, JSON lines).
+    pub log: PathBuf,
+}
+
+/// `up` settings that react within a second: one worker, short polls and settling, a 1 s
+/// cool-down, batches of 4 frames.
+pub const QUICK_UP: [&str; 12] = [
+    "--max-workers",
+    "1",
+    "--messages-per-worker",
+    "1",
+    "--cooldown",
+    "1",
+    "--poll",
+    "0.2",
+    "--settle",
+    "0.3",
+    "--batch-frames",
+    "4",
+];
+
+impl Up {
+    /// Starts `up` on `data` with `args`, logging JSON to `log` (appended).
+    pub fn start(data: &Path, log: &Path, args: &[&str]) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the log");
+        let child = command(data, ["up", "--log-format", "json"].iter().chain(args))
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().expect("clone the log"))
+            .stderr(file)
+            .spawn()
+            .expect("stylefleet up starts");
+        Up {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// The JSON log events so far (lines that are not JSON are skipped).
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Drains and stops the fleet (SIGINT, as Ctrl-C); panics if it does not exit 0 within 30 s.
+    pub fn stop(mut self) {
+        let status = self.interrupt_and_wait();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "up did not stop cleanly ({status:?}):\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    fn interrupt_and_wait(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.interrupt_and_wait();
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `secs`; panics naming `what`
+/// otherwise.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Copies `file` into `<data>/input/<style>/<name>` the way an uploader that writes in place would.
+pub fn drop_into(data: &Path, style: &str, file: &Path, name: &str) -> PathBuf {
+    let dir = data.join("input").join(style);
+    std::fs::create_dir_all(&dir).expect("create input/<style>");
+    let to = dir.join(name);
+    std::fs::copy(file, &to).expect("copy into input/");
+    to
+}
