@@ -211,7 +211,9 @@ enum Command {
 #[derive(Debug, Clone, Args)]
 struct DlqFilter {
     /// Only this queue (`batches` or `stitch`).
-    #[arg(long)]
+    // Not `--queue`: the flattened location already has it (the queue service), and clap
+    // refuses two arguments with one name.
+    #[arg(long = "queue-name", id = "queue_name", value_name = "NAME")]
     queue: Option<String>,
     /// Only messages of this job.
     #[arg(long)]
