@@ -240,11 +240,26 @@ impl StyleStage {
         let stylizer = tokio::task::spawn_blocking(move || Stylizer::new(&spec, options, &device))
             .await
             .map_err(|e| StageError::Transient(format!("the model task stopped: {e}")))?
-            .map_err(|e| StageError::Permanent(format!("cannot load the style: {e}")))?;
+            .map_err(|e| {
+                StageError::Permanent(format!("cannot load the style: {}", with_sources(&e)))
+            })?;
         let stylizer = Arc::new(stylizer);
         self.current = Some((key, stylizer.clone()));
         Ok(stylizer)
     }
+}
+
+/// `error` followed by its sources: a failure reason must say why, and model errors keep the
+/// why (the image decoder's message, Candle's) in their source.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Styles frames in model batches of `model_batch`.
@@ -269,7 +284,7 @@ fn style_frames(
             .collect();
         let styled = stylizer
             .style_batch(&batch)
-            .map_err(|e| StageError::Permanent(format!("styling: {e}")))?;
+            .map_err(|e| StageError::Permanent(format!("styling: {}", with_sources(&e))))?;
         out.extend(styled.into_iter().map(|f| f.data));
     }
     Ok(out)
