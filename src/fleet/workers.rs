@@ -83,6 +83,11 @@ impl WorkerPool {
                 .args(&self.command.args)
                 .envs(self.command.env.iter().cloned())
                 .stdin(Stdio::null())
+                // A group of its own: a terminal's Ctrl-C reaches the supervisor alone, which
+                // then drains each worker with one SIGTERM. Sharing the group, a worker (and its
+                // ffmpeg) got SIGINT and then SIGTERM, the second signal that aborts at once and
+                // leaves the batch in hand locked.
+                .process_group(0)
                 .kill_on_drop(true);
             let child = command.spawn()?;
             self.started += 1;
