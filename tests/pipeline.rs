@@ -710,7 +710,16 @@ async fn the_fleet_makes_one_job_of_a_file_dropped_twice() {
 
     // A restarted fleet sees the file again, as it sees every file after a restart.
     let up = sp::Up::start(&data, &log, &sp::QUICK_UP);
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    sp::wait_for("the restarted fleet to watch", 30, || {
+        let starts = up
+            .events()
+            .iter()
+            .filter(|e| e["fields"]["message"] == "fleet up; watching input/")
+            .count();
+        (starts == 2).then_some(())
+    });
+    // Settling (0.3 s) and a few polls (0.2 s) later the file has been seen and split again.
+    std::thread::sleep(std::time::Duration::from_millis(2000));
     assert_eq!(planned_events(&up), 1, "planned once over both runs");
     up.stop();
 
@@ -729,6 +738,14 @@ async fn the_fleet_makes_one_job_of_a_file_dropped_twice() {
     assert_eq!(markers_after, markers, "no batch was redone");
     let ctx = library_context(&data, 4).await;
     assert_eq!(ctx.queue.backlog(BATCHES).await.unwrap(), 0);
+    // What the restarted fleet's splitter concluded about the re-dropped file: that job, done.
+    let again = split(&ctx, "input/0/clip.mp4", &style_zero())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again, SplitOutcome::Done { job: j } if j.as_str() == job[0]),
+        "{again:?}"
+    );
     assert_frame_exact(&clip, &stored).await;
 }
 
