@@ -19,9 +19,9 @@ use stylefleet::queue::BATCHES;
 use stylefleet::settings::{FloodLimits, Settings};
 use stylefleet::stage::Context;
 
-use crate::{Command, DlqAction, DlqFilter, Location, Planning, SasKind};
+use crate::{Command, DlqAction, DlqFilter, Location, LogFormat, Planning, SasKind};
 
-pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     match command {
         Command::Process {
             input,
@@ -42,7 +42,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 preserve_colour: style.preserve_colour,
                 workers: workers.max(1),
             };
-            let mut worker = worker_command(&location, workers.max(1))?;
+            let mut worker = worker_command(&location, workers.max(1), log_format)?;
             // The progress bar is the interface here: workers only speak up about problems.
             if std::env::var_os("RUST_LOG").is_none() {
                 worker.env.push(("RUST_LOG".into(), "warn".into()));
@@ -98,7 +98,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     activation: 0,
                     cooldown: Duration::from_secs_f64(cooldown),
                 },
-                worker: worker_command(&location, max_workers.max(1))?,
+                worker: worker_command(&location, max_workers.max(1), log_format)?,
                 poll: Duration::from_secs_f64(poll),
                 settle: Duration::from_secs_f64(settle),
                 grace: Duration::from_secs_f64(grace),
@@ -188,10 +188,21 @@ async fn context(location: &Location, planning: Option<&Planning>) -> anyhow::Re
     Ok(stylefleet::setup::context(&location, settings).await?)
 }
 
-/// How the supervisor starts a worker: this executable, same locations, a fair share of cores.
-fn worker_command(location: &Location, workers: usize) -> anyhow::Result<WorkerCommand> {
+/// How the supervisor starts a worker: this executable, same locations and log format, a fair
+/// share of cores.
+fn worker_command(
+    location: &Location,
+    workers: usize,
+    log_format: LogFormat,
+) -> anyhow::Result<WorkerCommand> {
     let program = std::env::current_exe().context("locating this executable")?;
+    let format = match log_format {
+        LogFormat::Human => "human",
+        LogFormat::Json => "json",
+    };
     let mut args: Vec<OsString> = vec![
+        "--log-format".into(),
+        format.into(),
         "worker".into(),
         "--data".into(),
         location.data.clone().into_os_string(),
