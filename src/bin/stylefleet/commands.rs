@@ -270,9 +270,14 @@ async fn worker(
     grace: f64,
     device: &str,
 ) -> anyhow::Result<ExitCode> {
-    // A supervised worker dies with its supervisor instead of running on as an orphan.
+    let shutdown = shutdown_on_signals();
+    // A supervised worker drains and exits with its supervisor instead of running on as an
+    // orphan. The parent-death signal is SIGHUP, which only drains: the kernel sends it again
+    // for every thread of the dying supervisor that the worker passes through on its way to
+    // init, and a repeated SIGTERM would abort with the batch in hand still locked.
     if let Ok(parent) = std::env::var("STYLEFLEET_PARENT_PID") {
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+        drain_on_hangup(shutdown.clone())?;
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGHUP);
         if nix::unistd::getppid().as_raw().to_string() != parent {
             bail!("the supervisor is gone");
         }
@@ -283,7 +288,21 @@ async fn worker(
         exit_when_idle: exit_when_idle.map(Duration::from_secs_f64),
         ..ConsumeOptions::new(BATCHES)
     };
-    run_worker(&ctx, &options, device).await
+    run_worker(&ctx, &options, device, shutdown).await
+}
+
+/// Cancels `token` on SIGHUP, however many arrive.
+fn drain_on_hangup(token: CancellationToken) -> std::io::Result<()> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if !token.is_cancelled() {
+                tracing::info!("the supervisor is gone: finishing the work in hand");
+                token.cancel();
+            }
+        }
+    });
+    Ok(())
 }
 
 #[cfg(feature = "style")]
@@ -291,6 +310,7 @@ async fn run_worker(
     ctx: &Context,
     options: &ConsumeOptions,
     device: &str,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let device = match device {
         "cpu" => candle_core::Device::Cpu,
@@ -305,13 +325,18 @@ async fn run_worker(
         other => bail!("unknown device {other:?}: use auto, cpu or cuda"),
     };
     let mut stage = stylefleet::stage::style::StyleStage::new(device);
-    let report = consume(ctx, &mut stage, options, shutdown_on_signals()).await?;
+    let report = consume(ctx, &mut stage, options, shutdown).await?;
     tracing::info!(?report, "worker stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(not(feature = "style"))]
-async fn run_worker(_: &Context, _: &ConsumeOptions, _: &str) -> anyhow::Result<ExitCode> {
+async fn run_worker(
+    _: &Context,
+    _: &ConsumeOptions,
+    _: &str,
+    _: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     bail!("this build has no style stage (built without the `style` feature)")
 }
 
