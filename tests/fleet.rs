@@ -473,7 +473,7 @@ impl Fleet {
         };
         processes()
             .into_iter()
-            .filter(|p| p.ppid == up && p.args.get(1).map(String::as_str) == Some("worker"))
+            .filter(|p| p.ppid == up && p.args.iter().skip(1).any(|a| a == "worker"))
             .map(|p| p.pid)
             .collect()
     }
@@ -730,6 +730,10 @@ fn a_killed_supervisor_restarts_and_completes_the_job_without_redoing_batches() 
         "the orphaned worker released its batch"
     );
     assert!(
+        !fleet.log_text().lines().any(|l| l.trim() == "aborted"),
+        "the orphaned worker drained instead of aborting"
+    );
+    assert!(
         done(&fleet.data, &job).len() < batches_total(&fleet.data, &job) as usize,
         "the supervisor died before the end of the job"
     );
@@ -831,8 +835,7 @@ fn a_permanently_failing_batch_fails_its_job_while_another_job_completes() {
 
 #[test]
 fn a_backlog_scales_workers_to_the_maximum_and_idleness_to_zero_after_the_cooldown() {
-    const COOLDOWN: f64 = 2.0;
-    const POLL: f64 = 0.2;
+    const COOLDOWN: f64 = 3.0;
     let mut fleet = Fleet::new(
         &[
             "--max-workers",
@@ -840,7 +843,7 @@ fn a_backlog_scales_workers_to_the_maximum_and_idleness_to_zero_after_the_cooldo
             "--messages-per-worker",
             "1",
             "--cooldown",
-            "2",
+            "3",
             "--poll",
             "0.2",
             "--settle",
@@ -864,8 +867,21 @@ fn a_backlog_scales_workers_to_the_maximum_and_idleness_to_zero_after_the_cooldo
         (recorded_state(&fleet.data, &job).as_deref() == Some("done")).then_some(job)
     });
     assert_eq!(most, 2, "the backlog scaled the workers to the maximum");
+    let exited_cleanly = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| message(e) == "worker exited" && e["fields"]["status"] == "exit status: 0")
+            .count()
+    };
+    let started = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| message(e) == "worker started")
+            .count()
+    };
     fleet.wait("the workers to scale to zero", DEADLINE, || {
-        fleet.workers().is_empty().then_some(())
+        let events = fleet.events();
+        (fleet.workers().is_empty() && exited_cleanly(&events) == started(&events)).then_some(())
     });
 
     let events = fleet.events();
@@ -879,26 +895,17 @@ fn a_backlog_scales_workers_to_the_maximum_and_idleness_to_zero_after_the_cooldo
     );
     let last = scaling.last().unwrap();
     assert_eq!(last["fields"]["to"], 0, "{scaling:?}");
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| message(e) == "worker started")
-            .count(),
-        events
-            .iter()
-            .filter(|e| message(e) == "worker exited")
-            .count(),
-        "every worker started has exited cleanly"
-    );
     // The queue was last non-empty when the last batch finished (its message is completed after
-    // its done marker is written); the scale-in to zero waited the whole cool-down after that.
+    // its done marker is written); the scale-in to zero waited the cool-down after that. The
+    // margin is the fleet's look interval plus a slow look on a loaded machine; without the
+    // cool-down the scale-in would follow within a look or two (under half a second).
     let total = batches_total(&fleet.data, &job);
     let last_done = (0..total)
         .map(|b| done_marker(&fleet.data, &job, b)["at"].as_f64().unwrap())
         .fold(f64::MIN, f64::max);
     let waited = event_secs(last) - last_done;
     assert!(
-        waited >= COOLDOWN - POLL - 0.1,
+        waited >= COOLDOWN - 1.0,
         "scaled to zero {waited:.2} s after the last batch, before the {COOLDOWN} s cool-down"
     );
     let names: BTreeSet<String> = (0..total)
