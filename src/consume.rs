@@ -2,7 +2,8 @@
 //! receive under a peek-lock, keep the lock renewed while the handler works, settle by the
 //! handler's [`Outcome`], and drain on shutdown.
 //!
-//! Shutdown: when the token is cancelled the loop stops receiving; the delivery in hand gets
+//! Shutdown: when the token is cancelled the loop stops receiving (a receive under way ends within
+//! its wait, and a message it brings is released at once); the delivery in hand gets
 //! `grace` to finish, after which it is abandoned so another worker picks it up at once. Nothing is
 //! lost either way: the message is completed only after its side effects.
 
@@ -103,10 +104,10 @@ pub async fn consume<H: Handler>(
         {
             return Ok(report);
         }
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(report),
-            r = ctx.queue.receive(&options.queue, 1, options.wait) => r,
-        };
+        // Not raced against the shutdown: a receive dropped half-way may already have locked a
+        // message that nobody would then hold until the lock expired. It ends within `wait`,
+        // and what it brings after the shutdown is released below.
+        let received = ctx.queue.receive(&options.queue, 1, options.wait).await;
         let deliveries = match received {
             Ok(d) => {
                 receive_failures = 0;
@@ -125,6 +126,15 @@ pub async fn consume<H: Handler>(
         };
         if deliveries.is_empty() {
             continue;
+        }
+        if shutdown.is_cancelled() {
+            for delivery in &deliveries {
+                report.abandoned += 1;
+                if let Err(e) = ctx.queue.abandon(delivery, None).await {
+                    tracing::warn!(id = %delivery.id, error = %e, "could not release the delivery");
+                }
+            }
+            return Ok(report);
         }
         for delivery in deliveries {
             process_one(ctx, handler, options, &shutdown, &delivery, &mut report).await;
