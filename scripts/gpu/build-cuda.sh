@@ -25,6 +25,9 @@
 # Needs: cargo, python3 with venv, gcc, ffmpeg, unzip; PyPI and crates.io. About 1.3 GB in .cache.
 set -euo pipefail
 
+# The whole script is one function, read before it runs: editing the file during a build (it takes
+# minutes) cannot change what the running build does.
+main() {
 bench_only=0
 cudnn=1
 for arg in "$@"; do
@@ -141,3 +144,6 @@ cp "$cache/multistyle-kernels.ptx" "$bundle/"
 ls -la "$bundle" "$bundle/frames" "$bin"
 du -sh "$bundle"
 echo "ready: carry .cache/gpu-bundle to the GPU machine and run scripts/gpu/run-gpu-bench.sh"
+}
+
+main "$@"
