@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Blob Storage against Azurite: object_store's own conformance functions on a container store and
 //! through the account store, then stylefleet's [`Store`] on both (create-only writes, missing
 //! containers, error classes).

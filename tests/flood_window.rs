@@ -10,7 +10,7 @@ use std::sync::Arc;
 use stylefleet::job::StyleChoice;
 use stylefleet::queue::sqlite::{QueueConfig, SqliteQueue};
 use stylefleet::queue::{BATCHES, Queue};
-use stylefleet::settings::Settings;
+use stylefleet::settings::{FloodLimits, Settings};
 use stylefleet::stage::Context;
 use stylefleet::stage::split::{SplitOutcome, split};
 use stylefleet::store::Store;
@@ -27,9 +27,14 @@ async fn the_splitter_queues_only_the_window() {
         .unwrap();
     let queue: Arc<dyn Queue> =
         Arc::new(SqliteQueue::open(data.join("queue.sqlite"), QueueConfig::default()).unwrap());
-    let mut settings = Settings::default();
-    settings.batch_frames = 2;
-    settings.flood.max_queued_per_job = 3;
+    let settings = Settings {
+        batch_frames: 2,
+        flood: FloodLimits {
+            max_queued_per_job: 3,
+            ..FloodLimits::default()
+        },
+        ..Settings::default()
+    };
     let ctx = Context {
         store: store.clone(),
         logs: store,

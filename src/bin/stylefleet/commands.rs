@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use tokio_util::sync::CancellationToken;
 
-use stylefleet::consume::{ConsumeOptions, consume};
+use stylefleet::consume::ConsumeOptions;
 use stylefleet::dlq::{self, Filter};
 use stylefleet::fleet::autoscale::ScaleRule;
 use stylefleet::fleet::process::{ProcessError, ProcessRequest, process};
@@ -325,7 +325,7 @@ async fn run_worker(
         other => bail!("unknown device {other:?}: use auto, cpu or cuda"),
     };
     let mut stage = stylefleet::stage::style::StyleStage::new(device);
-    let report = consume(ctx, &mut stage, options, shutdown).await?;
+    let report = stylefleet::consume::consume(ctx, &mut stage, options, shutdown).await?;
     tracing::info!(?report, "worker stopped");
     Ok(ExitCode::SUCCESS)
 }
