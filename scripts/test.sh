@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Every check and test of the workspace, as CI runs it: formatting, clippy (warnings are errors),
-# then all tests with real ffmpeg, SQLite, Azurite and model weights.
+# Every check and test of the workspace, as CI runs it: the offline infrastructure checks, the
+# Dockerfile lint, formatting, clippy (warnings are errors), then all tests with real ffmpeg,
+# SQLite, Azurite and model weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-if [ -f scripts/check-infra.sh ]; then bash scripts/check-infra.sh; fi
+bash scripts/check-infra.sh
+bash scripts/lint-dockerfiles.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy -p stylefleet --no-default-features --all-targets --quiet -- -D warnings
