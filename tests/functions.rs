@@ -10,8 +10,12 @@
 //!   start jobs get a 200 and enqueue nothing; the subscription handshake is answered.
 //!
 //! The handler binary belongs to another package of the workspace, so `CARGO_BIN_EXE_` does not
-//! name it here: the test builds it with `cargo build -p stylefleet-functions` into the same
-//! target folder (a no-op when it is fresh). The workers are this package's own `stylefleet`.
+//! name it here: the test builds it with `cargo build --workspace --tests --bin
+//! stylefleet-functions` into the same target folder. That is the selection `cargo test
+//! --workspace` and `cargo nextest run --workspace` build, so features unify the same way and
+//! the build is a no-op there; `-p stylefleet-functions` alone would unify them differently and
+//! rebuild the shared dependencies a second time. The workers are this package's own
+//! `stylefleet`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -45,8 +49,8 @@ fn functions_binary() -> PathBuf {
             build
                 .args([
                     "build",
-                    "-p",
-                    "stylefleet-functions",
+                    "--workspace",
+                    "--tests",
                     "--bin",
                     "stylefleet-functions",
                 ])
