@@ -17,6 +17,7 @@
 //! - [`settings`]: batch size, limits, encoder, retry policy.
 //! - [`setup`]: the [`stage::Context`] built from a [`setup::Location`] (flags or environment), shared
 //!   by the CLI, the Functions app and the worker container.
+//! - [`lifecycle`]: logging and shutdown signals, shared by the same three executables.
 #![warn(missing_docs)]
 
 pub mod azure;
@@ -25,6 +26,7 @@ pub mod dlq;
 pub mod fleet;
 pub mod inspect;
 pub mod job;
+pub mod lifecycle;
 pub mod media;
 pub mod message;
 pub mod queue;

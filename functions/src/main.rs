@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
+use stylefleet::lifecycle;
 use stylefleet::settings::Settings;
 use stylefleet::setup::{self, Location};
 use stylefleet_functions::server::{self, App};
@@ -15,7 +15,7 @@ use stylefleet_functions::server::{self, App};
 const DEFAULT_PORT: u16 = 7071;
 
 fn main() -> ExitCode {
-    init_logging();
+    lifecycle::init_logging(lifecycle::json_logs_from_env());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,7 +68,12 @@ async fn run() -> anyhow::Result<()> {
         layout = ?app.layout,
         "stylefleet-functions ready"
     );
-    server::serve(listener, Arc::new(app), shutdown_on_signals()).await?;
+    server::serve(
+        listener,
+        Arc::new(app),
+        lifecycle::shutdown_on_signals("the invocations in hand")?,
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -102,45 +107,4 @@ async fn check_ffprobe() -> anyhow::Result<()> {
         program.display()
     );
     Ok(())
-}
-
-/// A token cancelled by the first SIGTERM or Ctrl-C (finish the requests in flight); the second
-/// exits at once.
-fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        for round in 0..2 {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if round == 0 {
-                tracing::info!("stopping: finishing the invocations in hand (again to abort)");
-                cancel.cancel();
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
-    token
-}
-
-/// Logs to stderr, which the Functions host collects; JSON when `STYLEFLEET_LOG_FORMAT=json`.
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("STYLEFLEET_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -5,15 +5,14 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use tokio_util::sync::CancellationToken;
-
+use stylefleet::lifecycle;
 use stylefleet::settings::Settings;
 use stylefleet::setup::{self, Location};
 use stylefleet_worker::config::WorkerConfig;
 use stylefleet_worker::health::Health;
 
 fn main() -> ExitCode {
-    init_logging();
+    lifecycle::init_logging(lifecycle::json_logs_from_env());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,7 +34,7 @@ fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     // Signals first: a SIGTERM during start-up must not kill the process uncleanly.
-    let shutdown = shutdown_on_signals()?;
+    let shutdown = lifecycle::shutdown_on_signals("the batch in hand")?;
     let config = WorkerConfig::from_env()?;
     let location = Location::from_env();
     let ctx = setup::context(&location, Settings::default()).await?;
@@ -50,42 +49,4 @@ async fn run() -> anyhow::Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.health_port));
     stylefleet_worker::run(&ctx, &config, health, addr, shutdown).await?;
     Ok(())
-}
-
-/// A token cancelled by the first SIGTERM or Ctrl-C; the second exits at once (the batch in hand
-/// is then redelivered when its lock expires).
-fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        for round in 0..2 {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            if round == 0 {
-                cancel.cancel();
-            } else {
-                eprintln!("aborted: second signal");
-                std::process::exit(130);
-            }
-        }
-    });
-    Ok(token)
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("STYLEFLEET_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -15,6 +15,7 @@ use stylefleet::fleet::process::{ProcessError, ProcessRequest, process};
 use stylefleet::fleet::workers::WorkerCommand;
 use stylefleet::fleet::{self, FleetOptions};
 use stylefleet::inspect::{self, JobView};
+use stylefleet::lifecycle::shutdown_on_signals;
 use stylefleet::queue::BATCHES;
 use stylefleet::settings::{FloodLimits, Settings};
 use stylefleet::stage::Context;
@@ -48,7 +49,7 @@ pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<Exit
                 worker.env.push(("RUST_LOG".into(), "warn".into()));
             }
             let bar = progress_bar(quiet);
-            let shutdown = shutdown_on_signals();
+            let shutdown = shutdown_on_signals("the work in hand")?;
             let result = process(&ctx, &request, worker, shutdown, |view| {
                 show_progress(&bar, view)
             })
@@ -111,7 +112,7 @@ pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<Exit
                 "watching {}/<style>/ ; outputs go to output/<style>/ ; Ctrl-C drains and stops",
                 input.display()
             );
-            fleet::run(&ctx, &options, shutdown_on_signals()).await?;
+            fleet::run(&ctx, &options, shutdown_on_signals("the work in hand")?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker {
@@ -237,40 +238,13 @@ fn worker_command(
     })
 }
 
-/// A token cancelled by the first Ctrl-C or SIGTERM; the second one exits at once.
-fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        for round in 0..2 {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if round == 0 {
-                tracing::info!("stopping: finishing the work in hand (again to abort)");
-                cancel.cancel();
-            } else {
-                eprintln!("aborted");
-                std::process::exit(130);
-            }
-        }
-    });
-    token
-}
-
 async fn worker(
     location: &Location,
     exit_when_idle: Option<f64>,
     grace: f64,
     device: &str,
 ) -> anyhow::Result<ExitCode> {
-    let shutdown = shutdown_on_signals();
+    let shutdown = shutdown_on_signals("the work in hand")?;
     // A supervised worker drains and exits with its supervisor instead of running on as an
     // orphan. The parent-death signal is SIGHUP, which only drains: the kernel sends it again
     // for every thread of the dying supervisor that the worker passes through on its way to
