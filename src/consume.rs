@@ -2,17 +2,26 @@
 //! receive under a peek-lock, keep the lock renewed while the handler works, settle by the
 //! handler's [`Outcome`], and drain on shutdown.
 //!
+//! Lock: [`QueueExt::keep_locked`] renews the delivery's lock while the handler works (every
+//! third of the lock duration; see [`crate::queue`]'s `ext` docs). When the lock is lost (renewal
+//! is refused, or fails for a whole lock duration), the handler's future is dropped at once,
+//! which kills its ffmpeg children, and the delivery is not settled: it can no longer be, and the
+//! message comes back (or has come back already) to another receiver, who redoes the work, as
+//! handlers are idempotent. Running on would only race that receiver for nothing.
+//! [`ConsumeReport::lost`] counts such deliveries.
+//!
 //! Shutdown: when the token is cancelled the loop stops receiving (a receive under way ends within
 //! its wait, and a message it brings is released at once); the delivery in hand gets
 //! `grace` to finish, after which it is abandoned so another worker picks it up at once. Nothing is
 //! lost either way: the message is completed only after its side effects.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{Delivery, QueueError};
+use crate::queue::{Delivery, QueueError, QueueExt};
 use crate::stage::{Context, Outcome};
 
 /// Something that handles one delivery.
@@ -78,6 +87,16 @@ pub struct ConsumeReport {
     pub abandoned: u64,
     /// Deliveries dead-lettered.
     pub dead_lettered: u64,
+    /// Deliveries whose lock was lost before they were settled: the work was dropped (or its
+    /// result could not be settled), and another delivery of the message redoes it.
+    pub lost: u64,
+}
+
+impl ConsumeReport {
+    /// Deliveries handled, however they ended.
+    pub fn handled(&self) -> u64 {
+        self.completed + self.abandoned + self.dead_lettered + self.lost
+    }
 }
 
 /// Runs the loop until `shutdown` is cancelled (or an exit condition in `options` is met).
@@ -94,7 +113,7 @@ pub async fn consume<H: Handler>(
         if shutdown.is_cancelled()
             || options
                 .max_deliveries
-                .is_some_and(|m| report.completed + report.abandoned + report.dead_lettered >= m)
+                .is_some_and(|m| report.handled() >= m)
         {
             return Ok(report);
         }
@@ -143,6 +162,24 @@ pub async fn consume<H: Handler>(
     }
 }
 
+/// How the work on a delivery ended.
+enum Ended {
+    /// The handler finished with this outcome.
+    Handled(Outcome),
+    /// The lock was lost first.
+    LockLost,
+    /// Shutting down, and the grace period ran out first.
+    Drained,
+}
+
+/// Which count of the report a settled delivery goes to.
+#[derive(Clone, Copy)]
+enum Settled {
+    Completed,
+    Abandoned,
+    DeadLettered,
+}
+
 async fn process_one<H: Handler>(
     ctx: &Context,
     handler: &mut H,
@@ -152,72 +189,75 @@ async fn process_one<H: Handler>(
     report: &mut ConsumeReport,
 ) {
     tracing::debug!(queue = %options.queue, id = %delivery.id, count = delivery.delivery_count, "received");
-    let renewing = CancellationToken::new();
-    let renewal = tokio::spawn(renew_until_cancelled(
-        ctx.clone(),
-        delivery.clone(),
-        renewing.clone(),
-    ));
+    let renewal = Arc::clone(&ctx.queue).keep_locked(delivery);
+    let lost = renewal.lost();
     let drained = async {
         shutdown.cancelled().await;
         tokio::time::sleep(options.grace).await;
     };
-    let outcome = tokio::select! {
-        outcome = handler.handle(ctx, delivery) => Some(outcome),
-        _ = drained => None,
+    // Leaving the select drops the handler's future unless it finished: that cancels its work.
+    // The handler goes first so that work that is done is settled.
+    let ended = tokio::select! {
+        biased;
+        outcome = handler.handle(ctx, delivery) => Ended::Handled(outcome),
+        () = lost.cancelled() => Ended::LockLost,
+        () = drained => Ended::Drained,
     };
-    renewing.cancel();
-    let _ = renewal.await;
-    let settled = match outcome {
-        Some(Outcome::Complete) => {
-            report.completed += 1;
-            ctx.queue.complete(delivery).await
+    // Renewal ends before settling, so that the two never overlap.
+    let renewed = renewal.stop().await;
+    let (counted, settled) = match ended {
+        Ended::LockLost => {
+            report.lost += 1;
+            let error = renewed.err();
+            tracing::warn!(
+                queue = %options.queue,
+                id = %delivery.id,
+                count = delivery.delivery_count,
+                error = error.as_ref().map(tracing::field::display),
+                "the lock was lost: abandoned the work, which a redelivery redoes"
+            );
+            return;
         }
-        Some(Outcome::Retry { reason, delay }) => {
-            report.abandoned += 1;
+        Ended::Handled(Outcome::Complete) => {
+            (Settled::Completed, ctx.queue.complete(delivery).await)
+        }
+        Ended::Handled(Outcome::Retry { reason, delay }) => {
             tracing::warn!(id = %delivery.id, %reason, ?delay, "retrying later");
-            ctx.queue.abandon(delivery, Some(delay)).await
+            (
+                Settled::Abandoned,
+                ctx.queue.abandon(delivery, Some(delay)).await,
+            )
         }
-        Some(Outcome::DeadLetter {
+        Ended::Handled(Outcome::DeadLetter {
             reason,
             description,
         }) => {
-            report.dead_lettered += 1;
             tracing::error!(id = %delivery.id, %reason, %description, "dead-lettered");
-            ctx.queue.dead_letter(delivery, &reason, &description).await
+            (
+                Settled::DeadLettered,
+                ctx.queue.dead_letter(delivery, &reason, &description).await,
+            )
         }
-        None => {
-            report.abandoned += 1;
+        Ended::Drained => {
             tracing::warn!(id = %delivery.id, grace = ?options.grace, "shutting down: releasing the unfinished delivery");
-            ctx.queue.abandon(delivery, None).await
+            (Settled::Abandoned, ctx.queue.abandon(delivery, None).await)
         }
     };
-    if let Err(e) = settled {
-        // A lost lock means someone else may redo the work; handlers are idempotent.
-        tracing::warn!(id = %delivery.id, error = %e, "could not settle the delivery");
+    match settled {
+        Err(error @ QueueError::LockLost { .. }) => {
+            // The lock ran out as the work ended: someone else may redo it, which is harmless.
+            report.lost += 1;
+            tracing::warn!(id = %delivery.id, %error, "the lock was lost before the delivery was settled");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(id = %delivery.id, %error, "could not settle the delivery");
+        }
+        Ok(()) => {}
     }
-}
-
-/// Renews the delivery's lock at a third of its remaining time until cancelled.
-async fn renew_until_cancelled(ctx: Context, delivery: Delivery, stop: CancellationToken) {
-    let mut locked_until = delivery.locked_until;
-    loop {
-        let left = locked_until
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        let wait = (left / 3).max(Duration::from_millis(100));
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        match ctx.queue.renew_lock(&delivery).await {
-            Ok(until) => locked_until = until,
-            Err(e) => {
-                tracing::warn!(id = %delivery.id, error = %e, "lock renewal failed");
-                if matches!(e, QueueError::LockLost { .. }) {
-                    return;
-                }
-            }
-        }
+    match counted {
+        Settled::Completed => report.completed += 1,
+        Settled::Abandoned => report.abandoned += 1,
+        Settled::DeadLettered => report.dead_lettered += 1,
     }
 }

@@ -39,7 +39,8 @@ use stylefleet::queue::service_bus::message::{
     to_service_bus,
 };
 use stylefleet::queue::service_bus::{
-    Credential, ServiceBusQueue, connection_string_namespace, namespace_of,
+    Credential, DEPLOYED_LOCK_DURATIONS, FALLBACK_LOCK_DURATION, ServiceBusQueue,
+    connection_string_namespace, namespace_of,
 };
 use stylefleet::queue::{self as queues, OutgoingMessage, QueueError, sqlite::QueueConfig};
 
@@ -80,6 +81,9 @@ fn a_delay_becomes_the_scheduled_enqueue_time() {
     assert_eq!(at.millisecond(), 250);
 }
 
+/// The lock duration of the deliveries the mapping tests make.
+const LOCK_1M: Duration = Duration::from_secs(60);
+
 fn received() -> Received {
     Received {
         id: Some("job:00003".into()),
@@ -97,12 +101,13 @@ fn received() -> Received {
 #[test]
 fn a_received_message_maps_to_a_delivery() {
     let now = UNIX_EPOCH + Duration::from_secs(1_001);
-    let delivery = received().into_delivery("batches", "token-1".into(), false, now);
+    let delivery = received().into_delivery("batches", "token-1".into(), false, LOCK_1M, now);
     assert_eq!(delivery.queue, "batches");
     assert_eq!(delivery.id, "job:00003");
     assert_eq!(delivery.lock_token, "token-1");
     assert_eq!(delivery.body, b"{\"v\":1}");
     assert_eq!(delivery.delivery_count, 2);
+    assert_eq!(delivery.lock_duration, LOCK_1M);
     assert_eq!(
         delivery.enqueued_at,
         UNIX_EPOCH + Duration::from_secs(1_000)
@@ -121,7 +126,7 @@ fn a_received_message_maps_to_a_delivery() {
         locked_until: None,
         ..received()
     }
-    .into_delivery("batches", "t".into(), false, now);
+    .into_delivery("batches", "t".into(), false, LOCK_1M, now);
     assert_eq!(delivery.locked_until, now);
 }
 
@@ -131,7 +136,7 @@ fn a_message_without_an_id_is_named_by_its_sequence_number() {
         id: None,
         ..received()
     }
-    .into_delivery("stitch", "t".into(), false, SystemTime::now());
+    .into_delivery("stitch", "t".into(), false, LOCK_1M, SystemTime::now());
     assert_eq!(delivery.id, "sequence:42");
 }
 
@@ -144,9 +149,9 @@ fn dead_letter_deliveries_and_listings_carry_the_reason() {
         dead_lettered_at: Some(at),
         ..received()
     };
-    let delivery = dead
-        .clone()
-        .into_delivery("batches", "t".into(), true, SystemTime::now());
+    let delivery =
+        dead.clone()
+            .into_delivery("batches", "t".into(), true, LOCK_1M, SystemTime::now());
     let info = delivery.dead_letter.unwrap();
     assert_eq!(info.reason, "StyleFailed");
     assert_eq!(info.description, "the model rejected the frames");
@@ -699,6 +704,103 @@ fn queue_descriptions_carry_the_settings_in_schema_order() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Lock durations
+// ---------------------------------------------------------------------------------------------
+
+fn offline_queue() -> ServiceBusQueue {
+    // Nothing connects until a queue call.
+    ServiceBusQueue::new(
+        "sf-test.servicebus.windows.net",
+        Credential::ConnectionString(
+            "Endpoint=sb://sf-test.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=a2V5"
+                .into(),
+        ),
+    )
+}
+
+/// Deliveries carry the deployed queues' lock durations; other queues get the shortest lock
+/// Service Bus allows unless told otherwise.
+#[test]
+fn lock_durations_come_from_the_queue_settings() {
+    let queue = offline_queue();
+    assert_eq!(
+        queue.lock_duration(queues::BATCHES),
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        queue.lock_duration(queues::STITCH),
+        Duration::from_secs(300)
+    );
+    assert_eq!(queue.lock_duration("elsewhere"), FALLBACK_LOCK_DURATION);
+    assert_eq!(FALLBACK_LOCK_DURATION, Duration::from_secs(5));
+    let queue = queue.with_lock_duration("elsewhere", Duration::from_secs(30));
+    assert_eq!(queue.lock_duration("elsewhere"), Duration::from_secs(30));
+    // Clones share what the backend knows.
+    assert_eq!(
+        queue.clone().lock_duration("elsewhere"),
+        Duration::from_secs(30)
+    );
+}
+
+/// An ISO 8601 duration of the forms Bicep files use here (`PT1M`, `PT5M`, `PT90S`, `PT1M30S`).
+fn iso_seconds(text: &str) -> Duration {
+    let mut rest = text
+        .strip_prefix("PT")
+        .unwrap_or_else(|| panic!("{text} is not a PT duration"));
+    let mut seconds = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap();
+        let n: u64 = rest[..digits].parse().unwrap();
+        seconds += n * match &rest[digits..=digits] {
+            "H" => 3600,
+            "M" => 60,
+            "S" => 1,
+            unit => panic!("unit {unit} in {text}"),
+        };
+        rest = &rest[digits + 1..];
+    }
+    Duration::from_secs(seconds)
+}
+
+/// The lock durations the backend assumes for `batches` and `stitch` are those the
+/// infrastructure sets: the workers renew from them, so a drift would lose locks.
+#[test]
+fn deployed_lock_durations_match_the_infrastructure() {
+    let bicep = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/modules/servicebus.bicep"),
+    )
+    .unwrap();
+    let mut found = Vec::new();
+    for block in bicep.split("resource ").skip(1) {
+        if !block.contains("Microsoft.ServiceBus/namespaces/queues@") {
+            continue;
+        }
+        let value = |key: &str| {
+            let at = block
+                .find(key)
+                .unwrap_or_else(|| panic!("{key} missing in {block}"));
+            let rest = &block[at + key.len()..];
+            let start = rest.find('\'').unwrap() + 1;
+            let end = start + rest[start..].find('\'').unwrap();
+            rest[start..end].to_owned()
+        };
+        found.push((value("name:"), iso_seconds(&value("lockDuration:"))));
+    }
+    assert_eq!(
+        found.len(),
+        DEPLOYED_LOCK_DURATIONS.len(),
+        "queues in the Bicep: {found:?}"
+    );
+    for (queue, duration) in DEPLOYED_LOCK_DURATIONS {
+        assert!(
+            found.contains(&(queue.to_owned(), duration)),
+            "{queue}: the backend assumes {duration:?}, the infrastructure sets {found:?}"
+        );
+    }
+    assert_eq!(iso_seconds("PT1M30S"), Duration::from_secs(90));
+}
+
+// ---------------------------------------------------------------------------------------------
 // The conformance suite, against a real namespace
 // ---------------------------------------------------------------------------------------------
 
@@ -787,11 +889,13 @@ live_conformance!(
     lock_hides_message,
     lock_expiry_redelivers,
     renew_lock_keeps_hidden,
+    renewal_keeps_lock_past_its_duration,
     abandon_redelivers,
     abandon_with_delay,
     dead_letter_with_reason,
     max_delivery_count_dead_letters,
     lost_lock_fails_settling,
+    lock_lost_during_work,
     replay_from_dead_letters,
     dead_letter_receive_and_abandon,
     peek_dead_letters_pages,

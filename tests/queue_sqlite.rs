@@ -56,11 +56,13 @@ conformance!(
     lock_hides_message,
     lock_expiry_redelivers,
     renew_lock_keeps_hidden,
+    renewal_keeps_lock_past_its_duration,
     abandon_redelivers,
     abandon_with_delay,
     dead_letter_with_reason,
     max_delivery_count_dead_letters,
     lost_lock_fails_settling,
+    lock_lost_during_work,
     replay_from_dead_letters,
     dead_letter_receive_and_abandon,
     peek_dead_letters_pages,
@@ -457,7 +459,11 @@ async fn keep_locked_renews_in_the_background() {
         .await
         .unwrap()
         .unwrap();
-    let renewal = Arc::clone(&queue).keep_locked(&d, LOCK / 3);
+    assert_eq!(
+        d.lock_duration, LOCK,
+        "the delivery carries the configured lock"
+    );
+    let renewal = Arc::clone(&queue).keep_locked(&d);
     assert!(
         queue
             .receive_one("q", LOCK * 5 / 2)
@@ -485,7 +491,7 @@ async fn keep_locked_reports_a_lost_lock() {
         .await
         .unwrap()
         .unwrap();
-    let renewal = Arc::clone(&queue).keep_locked(&d, Duration::from_millis(100));
+    let renewal = Arc::clone(&queue).keep_locked(&d);
     // Someone else settles it (as after an expiry and redelivery elsewhere).
     queue.complete(&d).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), renewal.lost().cancelled())
@@ -513,7 +519,7 @@ async fn dropping_the_renewal_guard_lets_the_lock_expire() {
         .await
         .unwrap()
         .unwrap();
-    drop(Arc::clone(&queue).keep_locked(&d, LOCK / 3));
+    drop(Arc::clone(&queue).keep_locked(&d));
     let again = queue
         .receive_one("q", LOCK * 3)
         .await
@@ -522,10 +528,19 @@ async fn dropping_the_renewal_guard_lets_the_lock_expire() {
     assert_eq!(again.delivery_count, 2);
 }
 
-/// `renew_while` returns `Ok` once cancelled, having kept the lock meanwhile.
+/// A handle with another lock duration locks (and renews) for its own duration, and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renew_while_stops_on_cancel() {
-    let (_dir, queue) = fresh();
+async fn deliveries_carry_the_configured_lock_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = Duration::from_secs(7);
+    let queue = SqliteQueue::open(
+        dir.path().join("queue.sqlite"),
+        QueueConfig {
+            lock_duration: long,
+            ..config()
+        },
+    )
+    .unwrap();
     queue
         .send_one("q", OutgoingMessage::new("m", b"x".to_vec()))
         .await
@@ -535,13 +550,7 @@ async fn renew_while_stops_on_cancel() {
         .await
         .unwrap()
         .unwrap();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let work = async {
-        tokio::time::sleep(LOCK * 2).await;
-        cancel.cancel();
-    };
-    let (renewed, ()) = tokio::join!(queue.renew_while(&d, LOCK / 3, cancel.clone()), work);
-    renewed.unwrap();
+    assert_eq!(d.lock_duration, long);
     queue.complete(&d).await.unwrap();
 }
 

@@ -8,13 +8,20 @@
 //!
 //! The suite uses real time: lock expiry and delays are the backend's clock, so pass a short
 //! lock duration (about a second) where the backend allows it.
+//!
+//! Most functions take `&dyn Queue`; those that exercise [`QueueExt::keep_locked`], whose
+//! renewal runs in a task of its own, take a backend they can clone into an `Arc`.
 #![allow(clippy::unwrap_used)] // test code: a failed call is a failed conformance check
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Delivery, MAX_DELIVERY_COUNT_EXCEEDED, OutgoingMessage, Queue, QueueError};
+use super::{
+    Delivery, LockRenewal, MAX_DELIVERY_COUNT_EXCEEDED, OutgoingMessage, Queue, QueueError,
+    QueueExt,
+};
 
 /// What may differ between backends; the suite adapts its timings and checks to it.
 #[derive(Debug, Clone)]
@@ -55,7 +62,7 @@ impl Capabilities {
 }
 
 /// Runs every conformance function, each on its own queue named `"<prefix>-<function>"`.
-pub async fn run_all(queue: &dyn Queue, caps: &Capabilities, prefix: &str) {
+pub async fn run_all<Q: Queue + Clone + 'static>(queue: &Q, caps: &Capabilities, prefix: &str) {
     let name = |test: &str| format!("{prefix}-{test}");
     send_receive_complete(queue, caps, &name("send_receive_complete")).await;
     send_batch(queue, caps, &name("send_batch")).await;
@@ -64,11 +71,18 @@ pub async fn run_all(queue: &dyn Queue, caps: &Capabilities, prefix: &str) {
     lock_hides_message(queue, caps, &name("lock_hides_message")).await;
     lock_expiry_redelivers(queue, caps, &name("lock_expiry_redelivers")).await;
     renew_lock_keeps_hidden(queue, caps, &name("renew_lock_keeps_hidden")).await;
+    renewal_keeps_lock_past_its_duration(
+        queue,
+        caps,
+        &name("renewal_keeps_lock_past_its_duration"),
+    )
+    .await;
     abandon_redelivers(queue, caps, &name("abandon_redelivers")).await;
     abandon_with_delay(queue, caps, &name("abandon_with_delay")).await;
     dead_letter_with_reason(queue, caps, &name("dead_letter_with_reason")).await;
     max_delivery_count_dead_letters(queue, caps, &name("max_delivery_count_dead_letters")).await;
     lost_lock_fails_settling(queue, caps, &name("lost_lock_fails_settling")).await;
+    lock_lost_during_work(queue, caps, &name("lock_lost_during_work")).await;
     replay_from_dead_letters(queue, caps, &name("replay_from_dead_letters")).await;
     dead_letter_receive_and_abandon(queue, caps, &name("dead_letter_receive_and_abandon")).await;
     peek_dead_letters_pages(queue, caps, &name("peek_dead_letters_pages")).await;
@@ -372,6 +386,62 @@ pub async fn renew_lock_keeps_hidden(queue: &dyn Queue, caps: &Capabilities, nam
     queue.complete(&d).await.unwrap();
 }
 
+/// A delivery says how long its lock lasts, and [`QueueExt::keep_locked`], renewing every third
+/// of that, keeps the message hidden for several lock durations, even for a holder whose clock
+/// is far from the backend's (its `locked_until` is then meaningless here, and renewal must not
+/// read it); stopping it then reports a lock that held, and the holder can settle.
+pub async fn renewal_keeps_lock_past_its_duration<Q: Queue + Clone + 'static>(
+    queue: &Q,
+    caps: &Capabilities,
+    name: &str,
+) {
+    queue
+        .send(name, vec![message("kept"), message("skewed")])
+        .await
+        .unwrap();
+    let kept = expect_one(queue, caps, name).await;
+    let skewed = expect_one(queue, caps, name).await;
+    for d in [&kept, &skewed] {
+        assert_eq!(
+            d.lock_duration, caps.lock_duration,
+            "the delivery carries the backend's lock duration"
+        );
+    }
+    assert_eq!(LockRenewal::interval(&kept), caps.lock_duration / 3);
+    let shared = Arc::new(queue.clone());
+    let renewals = [
+        Arc::clone(&shared).keep_locked(&kept),
+        Arc::clone(&shared).keep_locked(&Delivery {
+            // As a holder an hour behind the backend sees it.
+            locked_until: skewed.locked_until + Duration::from_secs(3600),
+            ..skewed.clone()
+        }),
+    ];
+    let start = Instant::now();
+    expect_none(queue, name, caps.lock_duration * 5 / 2).await;
+    assert!(
+        start.elapsed() >= caps.lock_duration * 2,
+        "the renewed locks outlived two lock durations"
+    );
+    for renewal in renewals {
+        assert!(!renewal.is_lost(), "no lock was lost");
+        renewal.stop().await.unwrap();
+    }
+    queue.complete(&kept).await.unwrap();
+    queue.complete(&skewed).await.unwrap();
+    // And for a holder whose clock is ahead (the lock seems long over): still renewed.
+    queue.send(name, vec![message("ahead")]).await.unwrap();
+    let ahead = expect_one(queue, caps, name).await;
+    let renewal = Arc::clone(&shared).keep_locked(&Delivery {
+        locked_until: UNIX_EPOCH,
+        ..ahead.clone()
+    });
+    expect_none(queue, name, caps.lock_duration * 3 / 2).await;
+    assert!(!renewal.is_lost());
+    renewal.stop().await.unwrap();
+    queue.complete(&ahead).await.unwrap();
+}
+
 /// An abandoned message is delivered again at once, its count one higher.
 pub async fn abandon_redelivers(queue: &dyn Queue, caps: &Capabilities, name: &str) {
     queue.send(name, vec![message("again")]).await.unwrap();
@@ -511,6 +581,59 @@ pub async fn lost_lock_fails_settling(queue: &dyn Queue, caps: &Capabilities, na
     assert!(
         dead_letter_ids(queue, name).await.is_empty(),
         "no settling call above dead-lettered anything"
+    );
+}
+
+/// A lock that runs out while its holder works, renewal coming too late, and is taken by another
+/// receiver: [`QueueExt::keep_locked`]'s next renewal finds it lost and fires the `lost` token,
+/// stopping reports [`QueueError::LockLost`], and the holder can no longer settle; the new holder
+/// can.
+pub async fn lock_lost_during_work<Q: Queue + Clone + 'static>(
+    queue: &Q,
+    caps: &Capabilities,
+    name: &str,
+) {
+    queue.send(name, vec![message("taken")]).await.unwrap();
+    let stale = expect_one(queue, caps, name).await;
+    // A holder that believes its lock lasts six times longer renews every two lock durations:
+    // the lock runs out first.
+    let late = Delivery {
+        lock_duration: caps.lock_duration * 6,
+        ..stale.clone()
+    };
+    let renewal = Arc::new(queue.clone()).keep_locked(&late);
+    let start = Instant::now();
+    tokio::time::sleep(caps.past_lock()).await;
+    let fresh = expect_one(queue, caps, name).await;
+    assert_eq!(fresh.id, "taken");
+    assert_eq!(fresh.delivery_count, 2, "taken over after the lock ran out");
+    let lost = renewal.lost();
+    let waited = tokio::time::timeout(
+        LockRenewal::interval(&late) + caps.patience,
+        lost.cancelled(),
+    )
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the lost token did not fire within {:?} of the renewal",
+        caps.patience
+    );
+    assert!(
+        start.elapsed() >= LockRenewal::interval(&late) * 9 / 10,
+        "lost only once renewal tried, a renewal interval in: after {:?}",
+        start.elapsed()
+    );
+    assert!(renewal.is_lost());
+    assert_lock_lost(renewal.stop().await, &stale, "keep_locked");
+    assert_lock_lost(queue.complete(&stale).await, &stale, "complete");
+    assert_lock_lost(queue.abandon(&stale, None).await, &stale, "abandon");
+    // The new holder still holds the message, and settles it.
+    queue.renew_lock(&fresh).await.unwrap();
+    queue.complete(&fresh).await.unwrap();
+    expect_none(queue, name, caps.short_wait()).await;
+    assert!(
+        dead_letter_ids(queue, name).await.is_empty(),
+        "nothing was dead-lettered"
     );
 }
 

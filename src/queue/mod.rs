@@ -5,8 +5,9 @@
 //! runs the same [`conformance`] suite.
 //!
 //! Semantics every backend keeps:
-//! - `receive` locks each message it returns for the backend's lock duration; until the lock
-//!   expires (or the holder completes, abandons or dead-letters it) no other receiver sees it.
+//! - `receive` locks each message it returns for the backend's lock duration, and says which
+//!   duration in [`Delivery::lock_duration`]; until the lock expires (or the holder completes,
+//!   abandons or dead-letters it) no other receiver sees it.
 //! - Each receive increments the message's delivery count. A message whose delivery count would
 //!   pass `max_delivery_count` is moved to the dead-letter queue instead of being delivered, with
 //!   the reason [`MAX_DELIVERY_COUNT_EXCEEDED`].
@@ -83,8 +84,13 @@ pub struct Delivery {
     pub delivery_count: u32,
     /// When it was first sent.
     pub enqueued_at: SystemTime,
-    /// When the lock expires unless renewed.
+    /// When the lock expires unless renewed, by the backend's clock (which may differ from this
+    /// machine's: never time renewals from it).
     pub locked_until: SystemTime,
+    /// How long the lock lasts from the receive or from a renewal: the queue's configured lock
+    /// duration as the backend knows it, never derived from clocks. Lock renewal
+    /// ([`QueueExt::keep_locked`]) is timed from it.
+    pub lock_duration: Duration,
     /// Present when this delivery comes from the dead-letter queue.
     pub dead_letter: Option<DeadLetterInfo>,
 }

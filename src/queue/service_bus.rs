@@ -42,6 +42,20 @@
 //!   hidden, the broker counts the delivery as usual, and the broker's own maximum delivery count
 //!   dead-letters it. When the [`ServiceBusQueue`] is dropped, held messages are abandoned at
 //!   once; when the process dies they come back when their lock expires.
+//! - **Lock duration.** Each delivery carries its queue's lock duration
+//!   ([`Delivery::lock_duration`]), from which the holder times its renewals. The broker reports
+//!   only `locked_until`, on its own clock: `locked_until - now` mixes the lock duration with the
+//!   difference between the broker's clock and this machine's (minutes on a badly synchronised
+//!   host, enough to renew too late or never), and the difference between the expiries before
+//!   and after a renewal measures the time between the two lock operations, not the lock. So the
+//!   duration comes from the queue's settings, without reading any clock: the values the
+//!   infrastructure gives `batches` and `stitch` ([`DEPLOYED_LOCK_DURATIONS`]; a test reads
+//!   them out of the Bicep, so the two cannot drift apart), a queue made by
+//!   [`ServiceBusQueue::create_queue`] (its settings), or one set with
+//!   [`ServiceBusQueue::with_lock_duration`]. Reading the queue description instead would need
+//!   the Manage right, which the workers' identity does not have. Any other queue is taken to have
+//!   [`FALLBACK_LOCK_DURATION`], the shortest lock Service Bus allows: renewals then come more
+//!   often than needed, never too late.
 //! - **Dead letters.** Dead-lettering sets the reason and description (cut to 4096 bytes) and the
 //!   property `stylefleet-dead-lettered-at`. A dead-letter delivery can be completed (removed) or
 //!   abandoned (left there); dead-lettering it again is refused. Peeking reports the broker's
@@ -89,13 +103,24 @@ use tokio_util::sync::CancellationToken;
 use self::error::{Class, classify, queue_error, to_queue_error};
 use self::management::QueueSettings;
 use self::message::Received;
-use super::{DeadLetter, Delivery, OutgoingMessage, Queue, QueueError, Result};
+use super::{BATCHES, DeadLetter, Delivery, OutgoingMessage, Queue, QueueError, Result, STITCH};
 
 /// Variable holding a namespace connection string (development only).
 pub const CONNECTION_STRING_VAR: &str = "SERVICEBUS_CONNECTION_STRING";
 
 /// Variable holding the client id of a user-assigned managed identity.
 pub const CLIENT_ID_VAR: &str = "AZURE_CLIENT_ID";
+
+/// The lock durations the infrastructure gives its queues (`infra/modules/servicebus.bicep`:
+/// `batches` PT1M, `stitch` PT5M). See the module docs.
+pub const DEPLOYED_LOCK_DURATIONS: [(&str, Duration); 2] = [
+    (BATCHES, Duration::from_secs(60)),
+    (STITCH, Duration::from_secs(300)),
+];
+
+/// The lock duration assumed for a queue whose settings this backend does not know: the shortest
+/// lock Service Bus allows, so that renewals timed from it are never late.
+pub const FALLBACK_LOCK_DURATION: Duration = Duration::from_secs(5);
 
 /// The longest a receive holds its link while waiting.
 const RECEIVE_SLICE: Duration = Duration::from_millis(500);
@@ -233,6 +258,9 @@ struct Inner {
     links: Mutex<HashMap<(String, bool), Arc<Link>>>,
     /// For the management API.
     http: Arc<dyn HttpClient>,
+    /// Lock durations of the queues whose settings are known (see the module docs); a std
+    /// mutex, never held across an await.
+    lock_durations: std::sync::Mutex<HashMap<String, Duration>>,
     /// Cancelled when the last handle goes: ends the tasks that hold locks for delayed abandons.
     closed: CancellationToken,
 }
@@ -352,9 +380,42 @@ impl ServiceBusQueue {
                 senders: Mutex::new(HashMap::new()),
                 links: Mutex::new(HashMap::new()),
                 http: new_http_client(),
+                lock_durations: std::sync::Mutex::new(
+                    DEPLOYED_LOCK_DURATIONS
+                        .iter()
+                        .map(|(queue, duration)| ((*queue).to_owned(), *duration))
+                        .collect(),
+                ),
                 closed: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Says that `queue`'s locks last `lock_duration` (a namespace whose queues are not set up
+    /// as the infrastructure sets them up); deliveries from it carry this duration.
+    pub fn with_lock_duration(self, queue: &str, lock_duration: Duration) -> Self {
+        self.set_lock_duration(queue, lock_duration);
+        self
+    }
+
+    /// The lock duration that deliveries from `queue` carry: the queue's known setting, else
+    /// [`FALLBACK_LOCK_DURATION`].
+    pub fn lock_duration(&self, queue: &str) -> Duration {
+        self.inner
+            .lock_durations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(queue)
+            .copied()
+            .unwrap_or(FALLBACK_LOCK_DURATION)
+    }
+
+    fn set_lock_duration(&self, queue: &str, lock_duration: Duration) {
+        self.inner
+            .lock_durations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(queue.to_owned(), lock_duration);
     }
 
     /// The namespace's fully qualified host name.
@@ -363,15 +424,22 @@ impl ServiceBusQueue {
     }
 
     /// Creates `queue` with `settings` through the management API (needs the Manage right). A
-    /// queue that exists already is left as it is. For development namespaces and tests: on
-    /// Azure the infrastructure creates the queues.
+    /// queue that exists already is left as it is (and its lock duration stays unknown unless
+    /// set with [`Self::with_lock_duration`]). For development namespaces and tests: on Azure
+    /// the infrastructure creates the queues.
     pub async fn create_queue(&self, queue: &str, settings: &QueueSettings) -> Result<()> {
         let mut request = self.management_request(queue, Method::Put).await?;
         request.insert_header("content-type", management::ATOM_ENTRY);
         request.set_body(management::queue_description(settings).into_bytes());
         let (status, body) = self.call(queue, "create the queue", &request).await?;
         match status {
-            200..=299 | 409 => Ok(()),
+            200..=299 => {
+                // The description states the lock in whole seconds.
+                let seconds = settings.lock_duration.as_secs().max(1);
+                self.set_lock_duration(queue, Duration::from_secs(seconds));
+                Ok(())
+            }
+            409 => Ok(()),
             _ => Err(http_error(status, &body, "create the queue", queue)),
         }
     }
@@ -549,11 +617,18 @@ impl ServiceBusQueue {
         }
         let now = SystemTime::now();
         link.forget_expired(now);
+        // A dead-letter queue locks for its queue's duration.
+        let lock_duration = self.lock_duration(&link.queue);
         let mut deliveries = Vec::with_capacity(messages.len());
         for received in messages {
             let token = message::lock_token_text(received.lock_token().as_ref());
-            let delivery =
-                read_received(&received).into_delivery(&link.queue, token.clone(), link.dead, now);
+            let delivery = read_received(&received).into_delivery(
+                &link.queue,
+                token.clone(),
+                link.dead,
+                lock_duration,
+                now,
+            );
             link.remember(token, received);
             deliveries.push(delivery);
         }

@@ -38,7 +38,9 @@
 //!   sent again: that is how a dead letter is replayed. A partial unique index enforces this.
 //! - **Delivery.** `receive` takes messages in sequence order among those visible and not locked
 //!   (or whose lock expired), increments their delivery count and locks them with a fresh random
-//!   token for the configured lock duration. A message whose count would pass
+//!   token for the configured lock duration, which each delivery carries as its
+//!   [`lock_duration`](Delivery::lock_duration) (every process on the file shares one clock, so
+//!   the lock's expiry and its renewals agree). A message whose count would pass
 //!   `max_delivery_count` is dead-lettered with [`MAX_DELIVERY_COUNT_EXCEEDED`] instead.
 //! - **Settling.** `complete`, `abandon`, `dead_letter` and `renew_lock` need the delivery's token
 //!   and an unexpired lock; otherwise they fail with [`QueueError::LockLost`].
@@ -439,6 +441,7 @@ fn receive_now(
                 delivery_count: count(delivery_count),
                 enqueued_at: system_time(candidate.enqueued_at),
                 locked_until: system_time(locked_until),
+                lock_duration: config.lock_duration,
                 dead_letter: if dead { candidate.dead_letter } else { None },
             });
         }

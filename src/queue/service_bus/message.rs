@@ -100,13 +100,14 @@ impl Received {
     }
 
     /// The delivery of a message received under the lock `lock_token` from `queue` (or from its
-    /// dead-letter queue when `dead`). `now` stands in for a lock expiry the broker did not
-    /// report.
+    /// dead-letter queue when `dead`), whose locks last `lock_duration`. `now` stands in for a
+    /// lock expiry the broker did not report.
     pub fn into_delivery(
         self,
         queue: &str,
         lock_token: String,
         dead: bool,
+        lock_duration: Duration,
         now: SystemTime,
     ) -> Delivery {
         Delivery {
@@ -117,6 +118,7 @@ impl Received {
             delivery_count: self.delivery_count,
             enqueued_at: self.enqueued_at,
             locked_until: self.locked_until.unwrap_or(now),
+            lock_duration,
             body: self.body,
         }
     }
