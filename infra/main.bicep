@@ -1,5 +1,6 @@
 // stylefleet on Azure: two storage accounts, Service Bus, the Event Grid trigger, the Functions
-// app (splitter, aggregator), the GPU worker fleet, identities, roles and monitoring.
+// app (splitter), the GPU worker fleet, the aggregator (a CPU container consuming stitch),
+// identities, roles and monitoring.
 // Deploy into a resource group; infra/README.md walks through it.
 
 targetScope = 'resourceGroup'
@@ -14,6 +15,9 @@ param location string = resourceGroup().location
 
 @description('Worker image in the registry as repository:tag (stylefleet-worker:cuda-0.1.0). Empty on the first deployment, before the image is pushed: the worker app is then not created.')
 param workerImage string = ''
+
+@description('Aggregator image in the registry as repository:tag (stylefleet-aggregator:0.1.0, built from functions/Dockerfile with --target aggregator). Empty on the first deployment: the aggregator app is then not created.')
+param aggregatorImage string = ''
 
 @description('Where workers run: a serverless T4 or A100 GPU, or CPU-only consumption replicas (slow; for regions or quotas without GPUs).')
 @allowed([
@@ -47,6 +51,16 @@ param batchGraceSeconds int = 240
 @minValue(60)
 @maxValue(3600)
 param idleSeconds int = 300
+
+@description('Most aggregator replicas at once; each stitches one job at a time on CPU.')
+@minValue(1)
+@maxValue(30)
+param maxAggregators int = 4
+
+@description('Seconds a stopping aggregator may spend finishing its stitch; it must cover the longest stitch, or a cut-off stitch is redone by another replica.')
+@minValue(30)
+@maxValue(570)
+param stitchGraceSeconds int = 300
 
 @description('Create the Event Grid subscription that calls the splitter. Leave false until the functions package is published: Event Grid checks that the function exists.')
 param subscribeSplitter bool = false
@@ -99,6 +113,7 @@ var names = {
   vnet: '${prefix}-vnet'
   environment: '${prefix}-env'
   worker: '${prefix}-worker'
+  aggregator: '${prefix}-aggregator'
   plan: '${prefix}-plan-${suffix}'
   functionApp: '${prefix}-fn-${suffix}'
   topic: '${prefix}-data-events'
@@ -240,6 +255,32 @@ module workers 'modules/workers.bicep' = {
   ]
 }
 
+module aggregator 'modules/aggregator.bicep' = {
+  name: 'aggregator'
+  params: {
+    location: location
+    appName: names.aggregator
+    environmentId: workers.outputs.environmentId
+    aggregatorImage: aggregatorImage
+    registryLoginServer: registry.outputs.loginServer
+    maxAggregators: maxAggregators
+    stitchGraceSeconds: stitchGraceSeconds
+    stitchMaxDeliveries: serviceBus.outputs.stitchMaxDeliveries
+    aggregatorIdentityId: identities.outputs.ids.aggregator
+    aggregatorIdentityClientId: identities.outputs.clientIds.aggregator
+    scalerIdentityId: identities.outputs.ids.scaler
+    pullIdentityId: identities.outputs.ids.pull
+    dataAccountName: storage.outputs.dataAccountName
+    systemAccountName: storage.outputs.systemAccountName
+    namespaceName: serviceBus.outputs.namespaceName
+    tags: tags
+  }
+  // Image pull, KEDA and the aggregator's own queue and storage access need their roles first.
+  dependsOn: [
+    roles
+  ]
+}
+
 module events 'modules/events.bicep' = {
   name: 'events'
   params: {
@@ -287,6 +328,9 @@ output environmentName string = workers.outputs.environmentName
 
 @description('Name of the worker app; empty until workerImage is given.')
 output workerAppName string = workers.outputs.appName
+
+@description('Name of the aggregator app; empty until aggregatorImage is given.')
+output aggregatorAppName string = aggregator.outputs.appName
 
 @description('Name of the Log Analytics workspace.')
 output workspaceName string = names.workspace

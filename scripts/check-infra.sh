@@ -3,7 +3,8 @@
 #   1. every .bicep file under infra/ parses (pycep);
 #   2. checkov (Bicep resources and secrets) reports zero failed checks, no parse errors,
 #      and every skipped check carries a reason;
-#   3. the worker's KEDA scale rule validates against infra/schema (check_keda.py).
+#   3. the KEDA scale rules of the queue consumers (the workers on batches, the aggregator on
+#      stitch) validate against infra/schema, each on its own queue (check_keda.py).
 # Nothing here talks to Azure; a deployment cannot be checked from CI.
 set -euo pipefail
 
@@ -89,7 +90,7 @@ if problems:
     sys.exit(1)
 PY
 
-echo "== 3/3 KEDA scale rule against infra/schema"
+echo "== 3/3 KEDA scale rules (workers, aggregator) against infra/schema"
 "$py" "$root/infra/schema/check_keda.py" "$root/infra"
 
 echo "infra checks passed"

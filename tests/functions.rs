@@ -1,13 +1,20 @@
-//! The Azure Functions custom handler across processes, against Azurite and the embedded SQLite
-//! queue (no Service Bus here):
-//! - a distributed run: the handler (`stylefleet-functions`, on a free port) gets real-shaped
-//!   Event Grid `BlobCreated` events in the custom handler envelope for a video uploaded to
-//!   Azurite; two separate `stylefleet worker` processes style the batches; this test plays the
-//!   Functions host for the `stitch` queue, POSTing the message to `/aggregator` and completing it
-//!   on 2xx; the output blob in Azurite is frame-exact. A duplicate event, an old version's event
-//!   arriving late and a second event for the same bytes still make one job.
+//! The Azure side of the pipeline across processes, against Azurite and the embedded SQLite queue
+//! (no Service Bus here): the Functions custom handler (`stylefleet-functions`, the splitter) and
+//! the aggregator container's stitch consumer (`stylefleet-functions aggregate`).
+//! - a distributed run: the handler (on a free port) gets real-shaped Event Grid `BlobCreated`
+//!   events in the custom handler envelope for a video uploaded to Azurite; two separate
+//!   `stylefleet worker` processes style the batches; the aggregator process consumes `stitch`
+//!   with the shared consume loop; the output blob in Azurite is frame-exact. A duplicate event,
+//!   an old version's event arriving late and a second event for the same bytes still make one
+//!   job, and a stitch redelivered after success writes nothing new.
+//! - a stitch that can never succeed (a done marker whose frame count disagrees with the plan)
+//!   ends in the `stitch` dead-letter queue with its reason on its first delivery, the job
+//!   `failed` with the same reason; malformed and unknown stitch messages too; once the cause is
+//!   gone, `stylefleet dlq replay` revives the job to a verified output. This is why the
+//!   aggregator is a queue consumer and not a function: a custom handler cannot dead-letter.
 //! - refusals: malformed requests get a 400 with the reason and enqueue nothing; events that do not
-//!   start jobs get a 200 and enqueue nothing; the subscription handshake is answered.
+//!   start jobs get a 200 and enqueue nothing; the subscription handshake is answered; there is no
+//!   `/aggregator` function any more.
 //!
 //! The handler binary belongs to another package of the workspace, so `CARGO_BIN_EXE_` does not
 //! name it here: the test builds it with `cargo build --workspace --tests --bin
@@ -28,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use stylefleet::queue::{BATCHES, Queue, STITCH, sqlite::QueueConfig};
+use stylefleet::queue::{BATCHES, DeadLetter, OutgoingMessage, Queue, STITCH, sqlite::QueueConfig};
 use stylefleet::store::Store;
 use support::azurite::Azurite;
 use support::clips;
@@ -165,6 +172,80 @@ async fn start_handler(env: &[(String, String)], dir: &Path) -> (Proc, String) {
             proc.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The aggregator (`stylefleet-functions aggregate`) with `env`, its health endpoint on a free
+/// port; returned once `/healthz` says it takes work, with the endpoint's URL.
+async fn start_aggregator(env: &[(String, String)], dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let mut command = Command::new(functions_binary());
+    command
+        .arg("aggregate")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("STYLEFLEET_DATA", dir.join("aggregator"))
+        .env("STYLEFLEET_HEALTH_PORT", port.to_string())
+        .env("RUST_LOG", "info");
+    let mut proc = Proc::spawn("aggregator", &mut command, dir);
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        proc.assert_running();
+        if let Some(health) = get_json(&url).await
+            && health["state"] == "ready"
+        {
+            return (proc, url);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the aggregator did not get ready\n{}",
+            proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GETs `url` as JSON; `None` when it does not answer (yet).
+async fn get_json(url: &str) -> Option<Value> {
+    let response = reqwest::Client::new().get(url).send().await.ok()?;
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+}
+
+/// A job's `status.json`, once there.
+async fn job_status(store: &Store, job: &str) -> Option<Value> {
+    let bytes = store
+        .get(&format!("jobs/{job}/status.json"))
+        .await
+        .expect("read status.json")?;
+    Some(serde_json::from_slice(&bytes).expect("status.json is JSON"))
+}
+
+/// Every dead letter of the `stitch` queue.
+async fn stitch_dead_letters(queue: &dyn Queue) -> Vec<DeadLetter> {
+    queue
+        .peek_dead_letters(STITCH, 0, 100)
+        .await
+        .expect("peek the stitch dead letters")
+}
+
+/// Polls `probe` every 200 ms until it gives a value; panics with `what` and `logs()` after
+/// `secs`.
+async fn eventually<T, F, Fut>(what: &str, secs: u64, logs: impl Fn() -> String, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {secs} s\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -408,49 +489,36 @@ async fn distributed_run_through_the_functions_handler() {
         })
         .collect();
 
-    // This test is the Functions host of the aggregator: stitch messages go to /aggregator.
-    let aggregator = format!("{base}/aggregator");
+    // The aggregator container's process consumes the stitch queue the last batch posts to.
+    let (mut aggregator, health) = start_aggregator(&env, dir.path()).await;
     let deadline = Instant::now() + Duration::from_secs(300);
-    let output = loop {
+    let status = loop {
         for w in &mut workers {
             w.assert_running();
         }
         handler.assert_running();
-        let logs = || {
-            workers
+        aggregator.assert_running();
+        if let Some(status) = job_status(&store, &job).await
+            && (status["state"] == "done" || status["state"] == "failed")
+        {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no output in time\n{}",
+            [&workers[0], &workers[1], &handler, &aggregator]
                 .iter()
-                .map(Proc::log)
-                .chain([handler.log()])
+                .map(|p| p.log())
                 .collect::<Vec<_>>()
                 .join("\n")
-        };
-        assert!(Instant::now() < deadline, "no output in time\n{}", logs());
-        let deliveries = queue
-            .receive(STITCH, 1, Duration::from_secs(1))
-            .await
-            .unwrap();
-        let Some(delivery) = deliveries.into_iter().next() else {
-            continue;
-        };
-        let envelope = json!({
-            "Data": {"message": String::from_utf8(delivery.body.clone()).unwrap()},
-            "Metadata": {
-                "MessageId": delivery.id,
-                "DeliveryCount": delivery.delivery_count.to_string(),
-                "sys": {"MethodName": "aggregator"}
-            }
-        });
-        let (status, answer) = post(&aggregator, envelope.to_string()).await;
-        if (200..300).contains(&status) {
-            queue.complete(&delivery).await.unwrap();
-            assert_eq!(answer["ReturnValue"]["outcome"], "complete", "{answer}");
-            break answer["ReturnValue"]["output"]
-                .as_str()
-                .expect("the output path")
-                .to_owned();
-        }
-        queue.abandon(&delivery, None).await.unwrap();
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    assert_eq!(status["state"], "done", "{status}\n{}", aggregator.log());
+    let output = status["output"]
+        .as_str()
+        .expect("the output path")
+        .to_owned();
     assert_eq!(output, "output/yellow-woodcut/clip.mp4");
 
     // Exactly one output, and it is the new upload, frame for frame, with its audio.
@@ -483,14 +551,32 @@ async fn distributed_run_through_the_functions_handler() {
     assert_eq!(queue.backlog(BATCHES).await.unwrap(), 0);
     assert_eq!(queue.backlog(STITCH).await.unwrap(), 0);
 
-    // A stitch redelivered after success is answered 200 and writes nothing new.
-    let replay = json!({
-        "Data": {"message": json!({"v": 1, "job": job}).to_string()},
-        "Metadata": {"MessageId": format!("{job}:stitch"), "DeliveryCount": "2"}
-    });
-    let (status, answer) = post(&aggregator, replay.to_string()).await;
-    assert_eq!(status, 200, "{answer}");
+    // A stitch delivered again after success (a duplicate post, a replay) completes and writes
+    // nothing new.
+    queue
+        .send(
+            STITCH,
+            vec![OutgoingMessage::new(
+                format!("{job}:stitch"),
+                json!({"v": 1, "job": job}).to_string(),
+            )],
+        )
+        .await
+        .unwrap();
+    let seen = eventually(
+        "the second stitch",
+        60,
+        || aggregator.log(),
+        || async {
+            get_json(&health)
+                .await
+                .filter(|h| h["stitched"] == 2 && h["current"].is_null())
+        },
+    )
+    .await;
+    assert_eq!(seen["dead_lettered"], 0, "{seen}");
     assert_eq!(store.list("output").await.unwrap().len(), 1);
+    assert_eq!(queue.backlog(STITCH).await.unwrap(), 0);
 
     // The operator's view of the same configuration: `status` and `dlq` read the Azure store.
     let cli = |args: &[&str]| {
@@ -525,6 +611,12 @@ async fn distributed_run_through_the_functions_handler() {
         );
     }
     assert!(handler.terminate(Duration::from_secs(10)).is_some());
+    let stopped = aggregator.terminate(Duration::from_secs(15));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "the aggregator did not drain on SIGTERM: {stopped:?}\n{}",
+        aggregator.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,7 +644,6 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
     ];
     let (mut handler, base) = start_handler(&env, dir.path()).await;
     let splitter = format!("{base}/splitter");
-    let aggregator = format!("{base}/aggregator");
 
     let clip = clips::cfr_with_aac(dir.path(), 64, 48, 6, 12);
     let (etag, size) = upload(&store, "input/yellow-woodcut/a.mp4", &clip).await;
@@ -592,17 +683,6 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
         ),
         (&splitter, no_url.to_string(), "data.url"),
         (&splitter, bad_url.to_string(), "not an http(s) URL"),
-        (
-            &aggregator,
-            json!({"Data": {"message": "garbage"}}).to_string(),
-            "MalformedMessage",
-        ),
-        (
-            &aggregator,
-            json!({"Data": {"message": {"v": 2, "job": "0123456789abcdef"}}}).to_string(),
-            "UnknownMessageVersion",
-        ),
-        (&aggregator, "{".into(), "not JSON"),
     ];
     for (url, body, reason) in cases {
         let (status, answer) = post(url, body.clone()).await;
@@ -678,17 +758,17 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
     );
     nothing_queued(queue.as_ref(), &store).await;
 
-    // A stitch for a job nobody planned ends (200, the reason logged) instead of looping.
-    let unknown =
-        json!({"Data": {"message": json!({"v": 1, "job": "0123456789abcdef"}).to_string()}});
-    let (status, answer) = post(&aggregator, unknown.to_string()).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["ReturnValue"]["reason"], "UnknownJob", "{answer}");
-    nothing_queued(queue.as_ref(), &store).await;
-
-    // An unknown function.
-    let (status, _) = post(&format!("{base}/resizer"), "{}").await;
-    assert_eq!(status, 404);
+    // Unknown functions, the aggregator among them: it consumes `stitch` itself.
+    for name in ["resizer", "aggregator"] {
+        let (status, answer) = post(&format!("{base}/{name}"), "{}").await;
+        assert_eq!(status, 404, "{answer}");
+        assert!(
+            answer["ReturnValue"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no such function")),
+            "{answer}"
+        );
+    }
 
     // The same handler does plan a well-formed upload: the zeros above were not for lack of a way
     // to enqueue.
@@ -704,5 +784,229 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
     );
     assert_eq!(queue.backlog(BATCHES).await.unwrap(), 1);
     assert_eq!(manifests(&store).await.len(), 1);
+    assert!(handler.terminate(Duration::from_secs(10)).is_some());
+}
+
+/// Why the aggregator is a queue consumer and not a function: a stitch that can never succeed
+/// must end in the `stitch` dead-letter queue with its reason, where a replay revives it. A custom
+/// handler can only complete (2xx) or abandon; the consume loop dead-letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stitch_that_cannot_succeed_is_dead_lettered_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let azurite = Azurite::start();
+    for container in stylefleet::azure::LAYOUT_CONTAINERS {
+        azurite.create_container(container).await;
+    }
+    // The deployment's layout: the store is the account, each top-level folder a container.
+    let account = azurite.account_url();
+    let store = Store::open(&account).unwrap();
+    let queue_file = dir.path().join("queue.sqlite");
+    let queue = sqlite_queue(&queue_file);
+    let env = vec![
+        ("STYLEFLEET_STORE".to_owned(), account.clone()),
+        (
+            "STYLEFLEET_QUEUE".to_owned(),
+            queue_file.display().to_string(),
+        ),
+        ("STYLEFLEET_BATCH_FRAMES".to_owned(), "3".to_owned()),
+        // As the deployment tells the aggregator the stitch queue's count: well above one, so a
+        // dead letter on the first delivery is the stage's decision, not the queue running out.
+        ("STYLEFLEET_MAX_DELIVERIES".to_owned(), "10".to_owned()),
+    ];
+    let mut handler_env = env.clone();
+    handler_env.push((
+        "STYLEFLEET_DATA".to_owned(),
+        dir.path().join("functions").display().to_string(),
+    ));
+    let (mut handler, base) = start_handler(&handler_env, dir.path()).await;
+
+    // A job planned by the splitter and styled by a worker, whose last batch posts the stitch.
+    let clip = clips::cfr_with_aac(dir.path(), 64, 48, 6, 12);
+    let path = "input/yellow-woodcut/six.mp4";
+    let (etag, size) = upload(&store, path, &clip).await;
+    let (status, answer) = post(
+        &format!("{base}/splitter"),
+        blob_created(
+            "ev-six",
+            &format!("{account}/{path}"),
+            "PutBlob",
+            &etag,
+            size,
+        )
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}\n{}", handler.log());
+    let job = answer["ReturnValue"]["events"][0]["job"]
+        .as_str()
+        .expect("the job id")
+        .to_owned();
+    let stylefleet = env!("CARGO_BIN_EXE_stylefleet");
+    let out = Command::new(stylefleet)
+        .args(["worker", "--device", "cpu", "--exit-when-idle", "2"])
+        .arg("--data")
+        .arg(dir.path().join("worker"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the worker failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(queue.backlog(BATCHES).await.unwrap(), 0);
+    assert_eq!(
+        queue.backlog(STITCH).await.unwrap(),
+        1,
+        "the last batch posts the stitch"
+    );
+
+    // The cause: a done marker that disagrees with the plan, which no retry can change.
+    let marker_path = format!("jobs/{job}/done/00000.json");
+    let marker_bytes = store
+        .get(&marker_path)
+        .await
+        .unwrap()
+        .expect("batch 0 is done");
+    let mut marker: Value = serde_json::from_slice(&marker_bytes).unwrap();
+    assert_eq!(marker["frames"], 3, "{marker}");
+    marker["frames"] = json!(4);
+    store
+        .put(&marker_path, serde_json::to_vec(&marker).unwrap())
+        .await
+        .unwrap();
+    // And stitch messages that are not for any job: each must end, with its own reason.
+    let unknown_job = "0123456789abcdef";
+    let poison = [
+        ("poison:garbage", "garbage".to_owned(), "MalformedMessage"),
+        (
+            "poison:v2",
+            json!({"v": 2, "job": unknown_job}).to_string(),
+            "UnknownMessageVersion",
+        ),
+        (
+            "poison:unknown-job",
+            json!({"v": 1, "job": unknown_job}).to_string(),
+            "UnknownJob",
+        ),
+    ];
+    queue
+        .send(
+            STITCH,
+            poison
+                .iter()
+                .map(|(id, body, _)| OutgoingMessage::new(*id, body.clone()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+
+    let (mut aggregator, health) = start_aggregator(&env, dir.path()).await;
+    let dead = eventually(
+        "four stitch dead letters",
+        60,
+        || aggregator.log(),
+        || async {
+            let dead = stitch_dead_letters(queue.as_ref()).await;
+            (dead.len() >= 4).then_some(dead)
+        },
+    )
+    .await;
+    aggregator.assert_running();
+    assert_eq!(dead.len(), 4, "{dead:#?}");
+    let stitch_id = format!("{job}:stitch");
+    let ours = dead
+        .iter()
+        .find(|d| d.id == stitch_id)
+        .unwrap_or_else(|| panic!("no dead letter {stitch_id}: {dead:#?}"));
+    assert_eq!(ours.info.reason, "PermanentFailure", "{ours:#?}");
+    assert!(
+        ours.info
+            .description
+            .contains("batch 0 has 4 frames, the plan says 3"),
+        "{ours:#?}"
+    );
+    assert_eq!(
+        ours.delivery_count, 1,
+        "dead-lettered on its first delivery"
+    );
+    for (id, _, reason) in &poison {
+        let d = dead
+            .iter()
+            .find(|d| d.id == *id)
+            .unwrap_or_else(|| panic!("no dead letter {id}: {dead:#?}"));
+        assert_eq!(d.info.reason, *reason, "{d:#?}");
+        assert_eq!(d.delivery_count, 1, "{d:#?}");
+    }
+    assert_eq!(queue.backlog(STITCH).await.unwrap(), 0);
+    // The job failed with the same reason, visibly, and wrote nothing.
+    let status = job_status(&store, &job).await.expect("a status");
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(
+        status["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("batch 0 has 4 frames, the plan says 3")),
+        "{status}"
+    );
+    assert!(store.list("output").await.unwrap().is_empty());
+    let seen = get_json(&health)
+        .await
+        .expect("the health endpoint answers");
+    assert_eq!(
+        (
+            &seen["state"],
+            &seen["dead_lettered"],
+            &seen["stitched"],
+            &seen["retried"]
+        ),
+        (&json!("ready"), &json!(4), &json!(0), &json!(0)),
+        "{seen}"
+    );
+
+    // The cause gone, the operator replays the job's dead letter and the job completes.
+    store.put(&marker_path, marker_bytes).await.unwrap();
+    let out = Command::new(stylefleet)
+        .args(["dlq", "replay", "--job", &job])
+        .arg("--data")
+        .arg(dir.path().join("cli"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stylefleet dlq replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = eventually(
+        "the replayed job done",
+        120,
+        || aggregator.log(),
+        || async {
+            job_status(&store, &job)
+                .await
+                .filter(|s| s["state"] == "done")
+        },
+    )
+    .await;
+    let output = status["output"].as_str().expect("the output path");
+    assert_eq!(output, "output/yellow-woodcut/six.mp4");
+    let local = dir.path().join("six.mp4");
+    store.download(output, &local).await.unwrap();
+    assert_eq!(ffprobe_counts(&local), (6, 64, 48, true));
+    let left: Vec<String> = stitch_dead_letters(queue.as_ref())
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(left.len(), 3, "only the poison stays: {left:?}");
+    assert!(!left.contains(&stitch_id), "{left:?}");
+
+    let stopped = aggregator.terminate(Duration::from_secs(15));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "the aggregator did not drain on SIGTERM: {stopped:?}\n{}",
+        aggregator.log()
+    );
     assert!(handler.terminate(Duration::from_secs(10)).is_some());
 }

@@ -1,131 +1,222 @@
-//! The `aggregator` function: a Service Bus `stitch` message in (the host holds its lock and
-//! renews it), the job's output written once.
+//! The aggregator on Azure: `stylefleet-functions aggregate`, a consumer of the `stitch` queue
+//! that runs the shared consume loop ([`stylefleet::consume`]) with the stitch stage, in a CPU
+//! container (infra `aggregator.bicep`) that KEDA scales on the queue from zero.
 //!
-//! The host settles the message by the answer: a 2xx completes it, anything else abandons it for
-//! redelivery, and Service Bus dead-letters it after the queue's max delivery count. So:
-//! - done (or already done) -> 200;
-//! - a transient failure -> 500 (redelivered);
-//! - a permanent failure, or the last allowed attempt of a transient one -> the job is marked
-//!   failed with the reason (`jobs/<job>/failed/stitch.json` and `status.json`) and 200, so that
-//!   poison ends with a visible reason instead of looping;
-//! - a body that is not a stitch message -> 400 with the reason: it is redelivered until Service
-//!   Bus dead-letters it, where `stylefleet dlq` shows it.
+//! Why not a function. A Functions custom handler never holds the message: the host completes it
+//! on a 2xx answer and abandons it otherwise, and has no answer for "dead-letter this, because".
+//! A stitch that can never succeed then either loops until Service Bus gives up (dead-lettered as
+//! `MaxDeliveryCountExceeded`, the real reason lost, after ten stitch attempts) or is answered 2xx
+//! and completed (nothing left for `stylefleet dlq replay` to revive). The consume loop settles the
+//! message itself, as the workers do: a permanent failure is dead-lettered on its first delivery
+//! with the stage's reason and description (the job turns `failed` with the same reason), a
+//! transient one is abandoned with backoff until the last allowed delivery, the lock is renewed
+//! while the stitch runs, and SIGTERM drains. A replay of the dead letter then revives the job.
+//!
+//! The mode lives in the Functions crate because that crate already links the pipeline without
+//! Candle: the aggregator needs ffmpeg, the stores and the queue, not the style networks.
 
-use std::time::{Duration, SystemTime};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
-use stylefleet::job::{Status, paths};
-use stylefleet::message::StitchMessage;
-use stylefleet::queue::{Delivery, STITCH};
+use stylefleet::consume::{ConsumeOptions, ConsumeReport, Handler, StitchHandler, consume};
+use stylefleet::queue::{Delivery, QueueError, STITCH};
 use stylefleet::stage::{Context, Outcome};
 
-use crate::protocol::{Invocation, InvocationResponse, RequestError, kind};
+use crate::health::{self, Health, Phase};
 
-/// The trigger binding's name in `aggregator/function.json`.
-pub const BINDING: &str = "message";
-
-/// Why an aggregator invocation did not succeed.
+/// Why the environment cannot configure the aggregator.
 #[derive(Debug, thiserror::Error)]
-pub enum AggregatorError {
-    /// The request or the message is malformed: answered 400.
-    #[error(transparent)]
-    Request(#[from] RequestError),
-    /// Stitching failed in a way that may pass: answered 500, so the message is redelivered.
-    #[error("job {job}: {reason}")]
-    Transient {
-        /// The job.
-        job: String,
-        /// What failed.
+pub enum ConfigError {
+    /// A variable holds something unusable.
+    #[error("{name}={value:?}: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
         reason: String,
     },
 }
 
-/// The message body the trigger delivers: the text of a string payload, or the JSON of an object
-/// (the host parses JSON bodies for some bindings).
-fn body_of(payload: &Value) -> Result<Vec<u8>, RequestError> {
-    match payload {
-        Value::String(s) => Ok(s.clone().into_bytes()),
-        Value::Object(_) => Ok(payload.to_string().into_bytes()),
-        other => Err(RequestError::Payload {
-            binding: BINDING.into(),
-            reason: format!("expected the message body, got {}", kind(other)),
+/// What the aggregator reads from the environment besides the location
+/// ([`stylefleet::setup::Location::from_env`]) and the queue settings
+/// ([`stylefleet::setup::queue_config_from_env`]: `STYLEFLEET_MAX_DELIVERIES` is the `stitch`
+/// queue's max delivery count, at whose last attempt a transient failure fails the job).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregatorConfig {
+    /// `STYLEFLEET_HEALTH_PORT` (default 8080; 0 picks a free port).
+    pub health_port: u16,
+    /// `STYLEFLEET_SHUTDOWN_GRACE_SECS` (default 30): how long the stitch in hand may run on after
+    /// SIGTERM before it is abandoned for another replica.
+    pub grace: Duration,
+    /// `STYLEFLEET_EXIT_WHEN_IDLE_SECS`: exit after the queue has been empty this long (default:
+    /// never; the scaler stops idle replicas).
+    pub exit_when_idle: Option<Duration>,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            health_port: 8080,
+            grace: Duration::from_secs(30),
+            exit_when_idle: None,
+        }
+    }
+}
+
+impl AggregatorConfig {
+    /// Reads the variables; unset or empty ones keep the defaults.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads the variables through `lookup` (the environment, or a table in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        if let Some(value) = lookup("STYLEFLEET_HEALTH_PORT") {
+            config.health_port = value.parse().map_err(|e| ConfigError::Invalid {
+                name: "STYLEFLEET_HEALTH_PORT",
+                value: value.clone(),
+                reason: format!("{e}"),
+            })?;
+        }
+        if let Some(value) = lookup("STYLEFLEET_SHUTDOWN_GRACE_SECS") {
+            config.grace = secs("STYLEFLEET_SHUTDOWN_GRACE_SECS", value)?;
+        }
+        if let Some(value) = lookup("STYLEFLEET_EXIT_WHEN_IDLE_SECS") {
+            config.exit_when_idle = Some(secs("STYLEFLEET_EXIT_WHEN_IDLE_SECS", value)?);
+        }
+        Ok(config)
+    }
+}
+
+fn secs(name: &'static str, value: String) -> Result<Duration, ConfigError> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+        Ok(_) => Err(ConfigError::Invalid {
+            name,
+            value,
+            reason: "must be a non-negative number of seconds".into(),
+        }),
+        Err(e) => Err(ConfigError::Invalid {
+            name,
+            value,
+            reason: e.to_string(),
         }),
     }
 }
 
-/// Handles one invocation. `max_delivery_count` is the `stitch` queue's: the attempt that reaches
-/// it fails the job instead of asking for another.
-pub async fn handle(
-    ctx: &Context,
-    max_delivery_count: u32,
-    body: &[u8],
-) -> Result<InvocationResponse, AggregatorError> {
-    let invocation = Invocation::parse(body)?;
-    let body = body_of(invocation.trigger(BINDING)?)?;
-    let message = StitchMessage::parse(&body).map_err(|e| RequestError::Payload {
-        binding: BINDING.into(),
-        reason: format!("{}: {e}", e.reason()),
-    })?;
-    let delivery_count = invocation
-        .metadata_str("DeliveryCount")
-        .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or(1)
-        .max(1);
-    let id = invocation
-        .metadata_str("MessageId")
-        .unwrap_or_else(|| message.id());
-    let now = SystemTime::now();
-    // The host holds the lock; the stage never settles, so the token is never used.
-    let delivery = Delivery {
-        queue: STITCH.into(),
-        id,
-        lock_token: String::new(),
-        body,
-        delivery_count,
-        enqueued_at: now,
-        locked_until: now + Duration::from_secs(300),
-        dead_letter: None,
-    };
-    let mut ctx = ctx.clone();
-    ctx.max_delivery_count = max_delivery_count;
-    let outcome = stylefleet::stage::aggregate::handle(&ctx, &delivery).await;
-    let job = message.job.as_str().to_owned();
-    let mut response = InvocationResponse::default();
-    match outcome {
-        Outcome::Complete => {
-            let output = match ctx
-                .store
-                .get_json::<Status>(&paths::status(&message.job))
-                .await
-            {
-                Ok(Some(status)) => status.output,
-                _ => None,
-            };
-            response.log(format!(
-                "job {job}: stitched (attempt {delivery_count}) -> {}",
-                output.as_deref().unwrap_or("?")
-            ));
-            response.return_value = json!({"job": job, "outcome": "complete", "output": output});
-            Ok(response)
-        }
-        Outcome::Retry { reason, .. } => Err(AggregatorError::Transient { job, reason }),
-        Outcome::DeadLetter {
-            reason,
-            description,
-        } => {
-            response.log(format!(
-                "job {job}: failed for good ({reason}): {description}"
-            ));
-            response.return_value = json!({
-                "job": job,
-                "outcome": "failed",
-                "reason": reason,
-                "description": description,
-            });
-            Ok(response)
-        }
+/// Why the aggregator stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    /// The health endpoint cannot listen.
+    #[error("the health endpoint cannot listen on {addr}: {source}")]
+    Health {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The queue failed for good.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// A handler that keeps the health record up to date around another one.
+#[derive(Debug)]
+pub struct Tracked<H> {
+    /// The handler doing the work.
+    pub inner: H,
+    /// Where its progress shows.
+    pub health: Health,
+}
+
+// The signature `#[async_trait]` gives the trait's method, written out: this crate does without
+// the macro crate for one small impl.
+impl<H: Handler> Handler for Tracked<H> {
+    fn handle<'s, 'c, 'd, 'f>(
+        &'s mut self,
+        ctx: &'c Context,
+        delivery: &'d Delivery,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'f>>
+    where
+        's: 'f,
+        'c: 'f,
+        'd: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            self.health.begin(&delivery.id);
+            let outcome = self.inner.handle(ctx, delivery).await;
+            self.health.end(&delivery.id, &outcome);
+            outcome
+        })
     }
+}
+
+/// Runs the aggregator until `shutdown` is cancelled (or it has been idle for
+/// `config.exit_when_idle`): the health endpoint on `health_addr`, then the consume loop on
+/// `stitch`. After `shutdown` the stitch in hand gets `config.grace` to finish before it is
+/// abandoned for another replica.
+pub async fn run(
+    ctx: &Context,
+    config: &AggregatorConfig,
+    health: Health,
+    health_addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<ConsumeReport, AggregatorError> {
+    let listener = tokio::net::TcpListener::bind(health_addr)
+        .await
+        .map_err(|source| AggregatorError::Health {
+            addr: health_addr,
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(health_addr);
+    // The endpoint lives as long as the process: it also answers while draining.
+    tokio::spawn(health::serve(listener, health.clone()));
+    health.set_state(Phase::Ready);
+    tracing::info!(
+        health = %bound,
+        grace = ?config.grace,
+        max_deliveries = ctx.max_delivery_count,
+        "ready: taking stitch messages"
+    );
+
+    let draining = {
+        let health = health.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            health.set_state(Phase::Draining);
+            tracing::info!("stopping: no more stitch messages; finishing the one in hand");
+        })
+    };
+    let options = ConsumeOptions {
+        grace: config.grace,
+        exit_when_idle: config.exit_when_idle,
+        ..ConsumeOptions::new(STITCH)
+    };
+    let mut handler = Tracked {
+        inner: StitchHandler,
+        health: health.clone(),
+    };
+    let report = consume(ctx, &mut handler, &options, shutdown).await;
+    draining.abort();
+    health.set_state(Phase::Stopped);
+    let report = report?;
+    tracing::info!(
+        completed = report.completed,
+        abandoned = report.abandoned,
+        dead_lettered = report.dead_lettered,
+        "aggregator stopped"
+    );
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -133,11 +224,45 @@ pub async fn handle(
 mod tests {
     use super::*;
 
+    fn table(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
     #[test]
-    fn bodies_come_as_text_or_json() {
-        assert_eq!(body_of(&json!("{\"v\":1}")).unwrap(), b"{\"v\":1}");
-        assert_eq!(body_of(&json!({"v": 1})).unwrap(), b"{\"v\":1}");
-        assert!(body_of(&json!(7)).is_err());
-        assert!(body_of(&Value::Null).is_err());
+    fn defaults_and_overrides() {
+        assert_eq!(
+            AggregatorConfig::from_lookup(table(&[])).unwrap(),
+            AggregatorConfig::default()
+        );
+        let c = AggregatorConfig::from_lookup(table(&[
+            ("STYLEFLEET_HEALTH_PORT", "9000"),
+            ("STYLEFLEET_SHUTDOWN_GRACE_SECS", "240"),
+            ("STYLEFLEET_EXIT_WHEN_IDLE_SECS", "1.5"),
+        ]))
+        .unwrap();
+        assert_eq!(c.health_port, 9000);
+        assert_eq!(c.grace, Duration::from_secs(240));
+        assert_eq!(c.exit_when_idle, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (name, value) in [
+            ("STYLEFLEET_HEALTH_PORT", "70000"),
+            ("STYLEFLEET_SHUTDOWN_GRACE_SECS", "-1"),
+            ("STYLEFLEET_EXIT_WHEN_IDLE_SECS", "soon"),
+        ] {
+            let err = AggregatorConfig::from_lookup(table(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
     }
 }

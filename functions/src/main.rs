@@ -1,6 +1,14 @@
-//! The custom handler's entrypoint: configuration from the environment, the context opened once,
-//! the HTTP server on `FUNCTIONS_CUSTOMHANDLER_PORT` until SIGTERM or Ctrl-C.
+//! The entrypoint, in one of two modes:
+//!
+//! - `stylefleet-functions` (or `stylefleet-functions handler`): the custom handler the Functions
+//!   host starts: the HTTP server on `FUNCTIONS_CUSTOMHANDLER_PORT` until SIGTERM or Ctrl-C.
+//! - `stylefleet-functions aggregate`: the `stitch` queue consumer of the aggregator container
+//!   (see [`stylefleet_functions::aggregator`] for why it is not a function), with a health endpoint
+//!   on `STYLEFLEET_HEALTH_PORT`; the first SIGTERM drains, the second exits at once.
+//!
+//! Both read the same environment configuration through [`stylefleet::setup`].
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,12 +17,52 @@ use anyhow::Context as _;
 use stylefleet::lifecycle;
 use stylefleet::settings::Settings;
 use stylefleet::setup::{self, Location};
+use stylefleet_functions::aggregator::{self, AggregatorConfig};
+use stylefleet_functions::health::Health;
 use stylefleet_functions::server::{self, App};
 
 /// The port when the host names none (a local run without the host).
 const DEFAULT_PORT: u16 = 7071;
 
+const USAGE: &str = "usage: stylefleet-functions [handler | aggregate]
+  handler     the Azure Functions custom handler (splitter); the default
+  aggregate   consume the stitch queue (the aggregator container)
+Configuration comes from the environment (see functions/README.md).";
+
+/// What this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Handler,
+    Aggregate,
+}
+
+fn mode() -> Result<Option<Mode>, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] | ["handler"] => Ok(Some(Mode::Handler)),
+        ["aggregate"] => Ok(Some(Mode::Aggregate)),
+        ["-h" | "--help" | "help"] => Ok(None),
+        other => Err(format!("unexpected arguments {other:?}\n{USAGE}")),
+    }
+}
+
 fn main() -> ExitCode {
+    let mode = match mode() {
+        Ok(Some(mode)) => mode,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     lifecycle::init_logging(lifecycle::json_logs_from_env());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -26,7 +74,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    let result = match mode {
+        Mode::Handler => runtime.block_on(handler()),
+        Mode::Aggregate => runtime.block_on(aggregate()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -35,30 +87,30 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+/// Where data and work live, from the environment. Without a data folder, scratch goes to the
+/// temporary folder: the app folder is read-only on Flex Consumption.
+fn location() -> Location {
+    let mut location = Location::from_env();
+    if location.scratch.is_none() && std::env::var_os("STYLEFLEET_DATA").is_none() {
+        location.scratch = Some(std::env::temp_dir().join("stylefleet-functions"));
+    }
+    location
+}
+
+async fn handler() -> anyhow::Result<()> {
+    // Signals first: a SIGTERM during start-up must not kill the process uncleanly.
+    let shutdown = lifecycle::shutdown_on_signals("the invocations in hand")?;
     let port = match std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT") {
         Ok(p) => p
             .parse::<u16>()
             .with_context(|| format!("FUNCTIONS_CUSTOMHANDLER_PORT={p:?}"))?,
         Err(_) => DEFAULT_PORT,
     };
-    let mut location = Location::from_env();
-    // The app folder is read-only on Flex Consumption: without a data folder, scratch goes to
-    // the temporary folder.
-    if location.scratch.is_none() && std::env::var_os("STYLEFLEET_DATA").is_none() {
-        location.scratch = Some(std::env::temp_dir().join("stylefleet-functions"));
-    }
     let settings = setup::settings_from_env(Settings::default())?;
-    check_ffprobe().await?;
-    let ctx = setup::context(&location, settings).await?;
-    let mut app = App::new(ctx);
-    if let Ok(n) = std::env::var("STYLEFLEET_STITCH_MAX_DELIVERIES") {
-        app.stitch_max_deliveries = n
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n > 0)
-            .with_context(|| format!("STYLEFLEET_STITCH_MAX_DELIVERIES={n:?}"))?;
-    }
+    // Every split probes the upload.
+    check_tool("ffprobe").await?;
+    let ctx = setup::context(&location(), settings).await?;
+    let app = App::new(ctx);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
@@ -68,29 +120,43 @@ async fn run() -> anyhow::Result<()> {
         layout = ?app.layout,
         "stylefleet-functions ready"
     );
-    server::serve(
-        listener,
-        Arc::new(app),
-        lifecycle::shutdown_on_signals("the invocations in hand")?,
-    )
-    .await?;
+    server::serve(listener, Arc::new(app), shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Fails at start, with where it looked, when ffprobe cannot run: every split needs it.
-async fn check_ffprobe() -> anyhow::Result<()> {
+async fn aggregate() -> anyhow::Result<()> {
+    let shutdown = lifecycle::shutdown_on_signals("the stitch in hand")?;
+    let config = AggregatorConfig::from_env()?;
+    // Stitching runs ffmpeg; verifying the output runs ffprobe.
+    check_tool("ffmpeg").await?;
+    check_tool("ffprobe").await?;
+    let location = location();
+    let ctx = setup::context(&location, Settings::default()).await?;
+    tracing::info!(
+        store = ctx.store.spec(),
+        queue = %location.queue_spec(),
+        aggregator = %ctx.worker_name,
+        "starting the aggregator"
+    );
+    // Probes come from outside the container: listen on every interface.
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.health_port));
+    aggregator::run(&ctx, &config, Health::new(), addr, shutdown).await?;
+    Ok(())
+}
+
+/// Fails at start, with where it looked, when `tool` (ffmpeg or ffprobe) cannot run. The stages
+/// run them from beside this executable when they are there, else from `PATH`.
+async fn check_tool(tool: &str) -> anyhow::Result<()> {
     let exe = std::env::current_exe().ok();
-    let beside = exe
-        .as_ref()
-        .and_then(|e| e.parent())
-        .map(|d| d.join("ffprobe"));
+    let beside = exe.as_ref().and_then(|e| e.parent()).map(|d| d.join(tool));
     let program = match &beside {
         Some(p) if p.exists() => p.clone(),
-        _ => "ffprobe".into(),
+        _ => tool.into(),
     };
     let status = tokio::process::Command::new(&program)
-        .arg("-version")
+        .args(["-hide_banner", "-version"])
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()

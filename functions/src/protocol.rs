@@ -2,7 +2,8 @@
 //! `/<function name>`, `Data` holding one entry per input binding (the trigger's payload under the
 //! binding's name from `function.json`), and expects `{"Outputs": {..}, "Logs": [..],
 //! "ReturnValue": ..}` back. A 2xx answer means the invocation succeeded; anything else fails it,
-//! which makes Event Grid retry the event and Service Bus abandon the message.
+//! which makes Event Grid retry the event. That 2xx-or-not is all a handler can say about its
+//! trigger, which is why the aggregator is not a function (see [`crate::aggregator`]).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -39,7 +40,8 @@ pub enum RequestError {
 pub struct Invocation {
     /// Input binding name -> payload.
     pub data: Map<String, Value>,
-    /// Trigger metadata (for Service Bus: `MessageId`, `DeliveryCount`, ...).
+    /// Trigger metadata (`sys`, and per trigger type: Service Bus sends `MessageId`,
+    /// `DeliveryCount`, ...).
     pub metadata: Map<String, Value>,
 }
 

@@ -1,5 +1,6 @@
-//! The HTTP server the Functions host talks to: `POST /splitter` and `POST /aggregator`, one per
-//! function folder, answering in the custom handler protocol.
+//! The HTTP server the Functions host talks to: `POST /splitter`, named after the one function
+//! folder, answering in the custom handler protocol. (The aggregator is not a function: see
+//! [`crate::aggregator`].)
 //!
 //! Status codes: 200 when the invocation succeeded (including events it chose to ignore), 400
 //! with the reason when the request is malformed (nothing is planned or enqueued for it), 500
@@ -19,13 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use stylefleet::stage::Context;
 
-use crate::aggregator::{self, AggregatorError};
 use crate::event::Layout;
 use crate::protocol::InvocationResponse;
 use crate::splitter::{self, SplitterError};
-
-/// The `stitch` queue's max delivery count in the Azure deployment (`servicebus.bicep`).
-pub const STITCH_MAX_DELIVERIES: u32 = 10;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -34,19 +31,13 @@ pub struct App {
     pub ctx: Context,
     /// How event blob URLs map to store paths.
     pub layout: Layout,
-    /// The `stitch` queue's max delivery count.
-    pub stitch_max_deliveries: u32,
 }
 
 impl App {
     /// An app over `ctx`, its layout taken from the store's spec.
     pub fn new(ctx: Context) -> Self {
         let layout = Layout::of_store(ctx.store.spec());
-        Self {
-            ctx,
-            layout,
-            stitch_max_deliveries: STITCH_MAX_DELIVERIES,
-        }
+        Self { ctx, layout }
     }
 }
 
@@ -55,11 +46,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(|| async { "stylefleet-functions" }))
         .route("/splitter", post(splitter_route))
-        .route("/aggregator", post(aggregator_route))
         .fallback(|| async {
             refuse(
                 StatusCode::NOT_FOUND,
-                "no such function: this handler serves POST /splitter and POST /aggregator".into(),
+                "no such function: this handler serves POST /splitter".into(),
             )
         })
         .with_state(app)
@@ -102,16 +92,6 @@ async fn splitter_route(State(app): State<Arc<App>>, body: Bytes) -> Response {
             refuse(StatusCode::BAD_REQUEST, e.to_string())
         }
         Err(e @ SplitterError::Transient { .. }) => {
-            refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
-    }
-}
-
-async fn aggregator_route(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match aggregator::handle(&app.ctx, app.stitch_max_deliveries, &body).await {
-        Ok(response) => reply(StatusCode::OK, response),
-        Err(e @ AggregatorError::Request(_)) => refuse(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ AggregatorError::Transient { .. }) => {
             refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
     }

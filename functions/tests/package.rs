@@ -1,6 +1,7 @@
 //! What the Functions host reads from the package agrees with the code: the executable in
-//! `host.json`, each function's trigger binding (name, queue, connection), and the handler's
-//! dependencies (no Candle, so the cold start stays small).
+//! `host.json`, the splitter's trigger binding, no stitch trigger left in the app, the aggregator
+//! container running this binary's `aggregate` mode on `stitch`, and the handler's dependencies
+//! (no Candle, so the cold start stays small).
 
 #![allow(clippy::unwrap_used)]
 
@@ -30,6 +31,11 @@ fn host_json_runs_this_handler() {
     assert!(host["extensionBundle"]["id"].is_string());
 }
 
+fn text(relative: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
 #[test]
 fn bindings_match_the_handler() {
     let splitter = json("splitter/function.json");
@@ -37,28 +43,64 @@ fn bindings_match_the_handler() {
     assert_eq!(trigger["type"], "eventGridTrigger");
     assert_eq!(trigger["direction"], "in");
     assert_eq!(trigger["name"], stylefleet_functions::splitter::BINDING);
-
-    let aggregator = json("aggregator/function.json");
-    let trigger = &aggregator["bindings"][0];
-    assert_eq!(trigger["type"], "serviceBusTrigger");
-    assert_eq!(trigger["name"], stylefleet_functions::aggregator::BINDING);
-    assert_eq!(trigger["queueName"], stylefleet::queue::STITCH);
-    // The app settings that carry this connection (managed identity) are set by the template.
-    let connection = trigger["connection"].as_str().unwrap();
-    let bicep = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/modules/functions.bicep"),
-    )
-    .unwrap();
-    assert!(
-        bicep.contains(&format!("{connection}__fullyQualifiedNamespace")),
-        "functions.bicep does not configure the {connection} connection"
-    );
     // The Event Grid subscription targets the function by its folder name.
-    let events = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/modules/events.bicep"),
-    )
-    .unwrap();
-    assert!(events.contains("/functions/splitter'"));
+    assert!(text("../infra/modules/events.bicep").contains("/functions/splitter'"));
+}
+
+/// The splitter is the only function: the aggregator consumes `stitch` itself (a custom handler
+/// cannot dead-letter a message), so nothing may still route stitch messages through the host.
+#[test]
+fn the_app_has_no_stitch_trigger() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let functions: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("function.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(functions, vec!["splitter".to_owned()]);
+    let host = json("host.json");
+    assert!(
+        host["extensions"]["serviceBus"].is_null(),
+        "host.json still configures a Service Bus trigger: {host}"
+    );
+    let app = text("../infra/modules/functions.bicep");
+    assert!(
+        !app.contains("ServiceBusConnection"),
+        "functions.bicep still configures a Service Bus trigger connection"
+    );
+    assert!(
+        !text("Dockerfile").contains("functions/aggregator"),
+        "the package still carries an aggregator function"
+    );
+}
+
+/// The aggregator container runs this binary's `aggregate` mode on the `stitch` queue, with the
+/// queue's own max delivery count, so that its last attempt fails the job with the reason.
+#[test]
+fn the_aggregator_container_runs_the_stitch_consumer() {
+    let dockerfile = text("Dockerfile");
+    assert!(dockerfile.contains("AS aggregator"), "no aggregator stage");
+    assert!(dockerfile.contains(&format!(
+        "ENTRYPOINT [\"/opt/stylefleet/{}\"]",
+        env!("CARGO_PKG_NAME")
+    )));
+    assert!(dockerfile.contains("CMD [\"aggregate\"]"));
+
+    let app = text("../infra/modules/aggregator.bicep");
+    assert!(
+        app.contains("'aggregate'"),
+        "the app does not pass the aggregate mode"
+    );
+    assert!(app.contains(&format!("queueName: '{}'", stylefleet::queue::STITCH)));
+    assert!(app.contains("value: string(stitchMaxDeliveries)"));
+    assert!(
+        text("../infra/main.bicep")
+            .contains("stitchMaxDeliveries: serviceBus.outputs.stitchMaxDeliveries"),
+        "main.bicep does not pass the stitch queue's max delivery count to the aggregator"
+    );
+    let bus = text("../infra/modules/servicebus.bicep");
+    assert!(bus.contains("maxDeliveryCount: stitchMaxDeliveries"));
 }
 
 #[test]

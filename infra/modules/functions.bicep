@@ -1,6 +1,7 @@
-// The Azure Functions app that hosts the splitter (Event Grid trigger) and the aggregator
-// (Service Bus trigger on stitch): Flex Consumption, the custom handler stylefleet-functions,
-// one user-assigned identity, identity-based connections only.
+// The Azure Functions app that hosts the splitter (Event Grid trigger): Flex Consumption, the
+// custom handler stylefleet-functions, one user-assigned identity, identity-based connections
+// only. The aggregator is not a function (a custom handler cannot dead-letter its message): it
+// runs as a stitch-queue consumer in aggregator.bicep.
 
 @description('Region of the app.')
 param location string
@@ -57,7 +58,7 @@ resource system 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_225:A zone outage only delays work: Event Grid retries the splitter for 24 hours and Service Bus keeps stitch messages, so zone-redundant always-ready capacity would be paid for idle.
+  // checkov:skip=CKV_AZURE_225:A zone outage only delays work: Event Grid retries the splitter for 24 hours, so zone-redundant always-ready capacity would be paid for idle.
   name: planName
   location: location
   tags: tags
@@ -74,7 +75,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222:Event Grid delivers BlobCreated events to the splitter over the public endpoint (it authenticates with the Event Grid extension key); the app exposes no HTTP function.
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales per event by itself, from zero; a minimum instance count would only add idle cost.
-  // checkov:skip=CKV_AZURE_213:Health checks route HTTP load balancing between instances; triggers here are pulled from Event Grid and Service Bus, not balanced.
+  // checkov:skip=CKV_AZURE_213:Health checks route HTTP load balancing between instances; the one trigger here is Event Grid's push to the splitter, which Event Grid retries itself.
   // checkov:skip=CKV_AZURE_17:Client certificates apply to HTTP callers; Event Grid does not present one.
   name: appName
   location: location
@@ -129,19 +130,6 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'AzureWebJobsStorage__clientId'
-          value: identityClientId
-        }
-        // The Service Bus trigger of the aggregator (connection "ServiceBusConnection").
-        {
-          name: 'ServiceBusConnection__fullyQualifiedNamespace'
-          value: '${namespaceName}.servicebus.windows.net'
-        }
-        {
-          name: 'ServiceBusConnection__credential'
-          value: 'managedidentity'
-        }
-        {
-          name: 'ServiceBusConnection__clientId'
           value: identityClientId
         }
         // What stylefleet-functions reads.

@@ -10,7 +10,7 @@ param prefix string
 @description('Tags for every resource.')
 param tags object
 
-// The Functions app: splitter and aggregator share one host, hence one identity.
+// The Functions app: the splitter.
 resource functions 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: '${prefix}-id-functions'
   location: location
@@ -24,8 +24,15 @@ resource worker 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = 
   tags: tags
 }
 
-// KEDA reads the queue length with it. Reading runtime properties needs the Manage right,
-// so this identity is kept away from the containers (lifecycle None) and scoped to one queue.
+// The aggregator containers (stitch consumer): the only identity the aggregator code can use.
+resource aggregator 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: '${prefix}-id-aggregator'
+  location: location
+  tags: tags
+}
+
+// KEDA reads the queue lengths (batches for the workers, stitch for the aggregator) with it. Reading runtime properties needs the Manage right,
+// so this identity is kept away from the containers (lifecycle None) and scoped to those queues.
 resource scaler 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: '${prefix}-id-scaler'
   location: location
@@ -50,6 +57,7 @@ resource events 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = 
 output ids object = {
   functions: functions.id
   worker: worker.id
+  aggregator: aggregator.id
   scaler: scaler.id
   pull: pull.id
   events: events.id
@@ -59,6 +67,7 @@ output ids object = {
 output principalIds object = {
   functions: functions.properties.principalId
   worker: worker.properties.principalId
+  aggregator: aggregator.properties.principalId
   scaler: scaler.properties.principalId
   pull: pull.properties.principalId
   events: events.properties.principalId
@@ -68,4 +77,5 @@ output principalIds object = {
 output clientIds object = {
   functions: functions.properties.clientId
   worker: worker.properties.clientId
+  aggregator: aggregator.properties.clientId
 }

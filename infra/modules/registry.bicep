@@ -1,4 +1,4 @@
-// The container registry for the worker images. No admin user and no anonymous pull: the
+// The container registry for the worker and aggregator images. No admin user and no anonymous pull: the
 // Container App pulls with a platform-only identity that holds AcrPull, and operators push
 // with their own Entra ID sign-in (az acr build or az acr login).
 

@@ -4,14 +4,15 @@
 // queue), except Storage Blob Delegator (account-wide by definition) and the Functions host's
 // own storage (it creates its containers). Nothing here is a key or a connection string.
 //
-// | identity   | data account                                   | system account            | Service Bus                     | other             |
-// |------------|------------------------------------------------|---------------------------|---------------------------------|-------------------|
-// | functions  | read input, styles; write jobs, output         | Blob Data Owner (host)    | send batches; receive stitch    | publish telemetry |
-// | worker     | read input, styles; write jobs                 | write logs                | receive batches; send stitch    |                   |
-// | scaler     |                                                |                           | Data Owner on batches (KEDA)    |                   |
+// | identity   | data account                                   | system account            | Service Bus                               | other             |
+// |------------|------------------------------------------------|---------------------------|-------------------------------------------|-------------------|
+// | functions  | read input, styles; write jobs                 | Blob Data Owner (host)    | send + receive batches and stitch (revive)| publish telemetry |
+// | worker     | read input, styles; write jobs                 | write logs                | receive batches; send stitch              |                   |
+// | aggregator | read input; write jobs, output                 | write logs                | receive stitch (settle, dead-letter)      |                   |
+// | scaler     |                                                |                           | Data Owner on batches, stitch (KEDA)      |                   |
 // | pull       |                                                |                           |                                 | AcrPull           |
 // | events     |                                                | write eventgrid-deadletter|                                 |                   |
-// | operator   | delegate SAS; write input, styles; read jobs, output | read logs          | send + receive both (replay)    |                   |
+// | operator   | delegate SAS; write input, styles; read jobs, output | read logs          | send + receive both (replay)              |                   |
 
 @description('Name of the data account.')
 param dataAccountName string
@@ -28,7 +29,7 @@ param registryName string
 @description('Name of the Application Insights component.')
 param insightsName string
 
-@description('Principal ids of the component identities (functions, worker, scaler, pull, events).')
+@description('Principal ids of the component identities (functions, worker, aggregator, scaler, pull, events).')
 param principalIds object
 
 @description('Object id of the operator; empty for none.')
@@ -56,8 +57,8 @@ var role = {
 }
 
 var containerGrants = [
-  // The splitter reads the upload (and a user style image) and writes the plan under jobs/;
-  // the aggregator reads the chunks and the source audio and writes the one output.
+  // The splitter reads the upload (and a user style image) and writes the plan under jobs/
+  // (and clears a failed job's failure records when it revives it). It never writes output/.
   {
     who: 'functions'
     account: dataAccountName
@@ -74,12 +75,6 @@ var containerGrants = [
     who: 'functions'
     account: dataAccountName
     container: 'jobs'
-    role: role.blobContributor
-  }
-  {
-    who: 'functions'
-    account: dataAccountName
-    container: 'output'
     role: role.blobContributor
   }
   // A worker reads its frames and style and writes its chunk and done marker; it never sees output/.
@@ -107,6 +102,32 @@ var containerGrants = [
     container: 'logs'
     role: role.blobContributor
   }
+  // The aggregator reads the manifest, done markers, chunks and the source (for its audio),
+  // writes the status, claims and the one output, and its per-job log. It never sees styles/.
+  {
+    who: 'aggregator'
+    account: dataAccountName
+    container: 'input'
+    role: role.blobReader
+  }
+  {
+    who: 'aggregator'
+    account: dataAccountName
+    container: 'jobs'
+    role: role.blobContributor
+  }
+  {
+    who: 'aggregator'
+    account: dataAccountName
+    container: 'output'
+    role: role.blobContributor
+  }
+  {
+    who: 'aggregator'
+    account: systemAccountName
+    container: 'logs'
+    role: role.blobContributor
+  }
   {
     who: 'events'
     account: systemAccountName
@@ -116,9 +137,22 @@ var containerGrants = [
 ]
 
 var queueGrants = [
+  // The splitter posts a job's batches, re-posts the stitch of a job whose batches are all done,
+  // and revives a failed job by replaying its dead letters (receive from the dead-letter
+  // subqueue, send again): sender and receiver on both queues.
   {
     who: 'functions'
     queue: 'batches'
+    role: role.busSender
+  }
+  {
+    who: 'functions'
+    queue: 'batches'
+    role: role.busReceiver
+  }
+  {
+    who: 'functions'
+    queue: 'stitch'
     role: role.busSender
   }
   {
@@ -136,10 +170,23 @@ var queueGrants = [
     queue: 'stitch'
     role: role.busSender
   }
-  // KEDA reads the active message count through the management API, which needs Manage.
+  // Receive covers everything the aggregator does to its message: lock renewal, complete,
+  // abandon and dead-letter with a reason. It sends nothing.
+  {
+    who: 'aggregator'
+    queue: 'stitch'
+    role: role.busReceiver
+  }
+  // KEDA reads the active message count through the management API, which needs Manage: on
+  // batches for the workers, on stitch for the aggregator.
   {
     who: 'scaler'
     queue: 'batches'
+    role: role.busOwner
+  }
+  {
+    who: 'scaler'
+    queue: 'stitch'
     role: role.busOwner
   }
 ]

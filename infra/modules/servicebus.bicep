@@ -19,11 +19,13 @@
 // - no duplicate detection: message ids are "<job>:<batch>", and every handler is idempotent;
 //   detection would also swallow an operator's replay sent within the window.
 //
-// stitch (one message per job, consumed by the aggregator function)
-// - lockDuration PT5M: stitching streams every chunk of a long video; the Functions host renews
-//   the lock too, and the longest lock Service Bus allows keeps renewals rare.
-// - maxDeliveryCount 10: a stitch is cheap compared with the job it ends, so it gets more tries
-//   before the job is failed; malformed messages are dead-lettered by the code on first sight.
+// stitch (one message per job, consumed by the aggregator container)
+// - lockDuration PT5M: stitching streams every chunk of a long video; the aggregator renews the
+//   lock while it works, and the longest lock Service Bus allows keeps renewals rare.
+// - maxDeliveryCount 10: a stitch is cheap compared with the job it ends, so transient failures
+//   get more tries before the job is failed (the aggregator reads this count as
+//   STYLEFLEET_MAX_DELIVERIES, so its last attempt fails the job with the reason); malformed
+//   messages and permanent failures are dead-lettered by the code on first sight, with the reason.
 // - defaultMessageTimeToLive P7D, deadLetteringOnMessageExpiration: as above.
 
 @description('Region of the namespace.')
@@ -37,6 +39,9 @@ param workspaceId string
 
 @description('Tags for every resource.')
 param tags object
+
+// The aggregator is told the same number (STYLEFLEET_MAX_DELIVERIES).
+var stitchMaxDeliveries = 10
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
   name: namespaceName
@@ -78,7 +83,7 @@ resource stitch 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
   name: 'stitch'
   properties: {
     lockDuration: 'PT5M'
-    maxDeliveryCount: 10
+    maxDeliveryCount: stitchMaxDeliveries
     defaultMessageTimeToLive: 'P7D'
     deadLetteringOnMessageExpiration: true
     maxSizeInMegabytes: 1024
@@ -156,3 +161,6 @@ resource deadLetterAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
 
 @description('Name of the namespace.')
 output namespaceName string = namespace.name
+
+@description('Max delivery count of the stitch queue.')
+output stitchMaxDeliveries int = stitchMaxDeliveries

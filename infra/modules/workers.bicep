@@ -1,5 +1,6 @@
 // The GPU workers: a Container Apps environment with a serverless GPU workload profile, and
-// the worker app that KEDA scales on the length of the batches queue, from zero.
+// the worker app that KEDA scales on the length of the batches queue, from zero. The aggregator
+// (aggregator.bicep) runs in the same environment, on its Consumption profile.
 
 @description('Region of the environment.')
 param location string
@@ -146,7 +147,8 @@ resource managedEnvironment 'Microsoft.App/managedEnvironments@2025-01-01' = {
     }
     vnetConfiguration: {
       infrastructureSubnetId: subnetId
-      // No ingress anywhere: workers pull work from Service Bus, nothing calls them.
+      // No ingress anywhere: workers and the aggregator pull work from Service Bus, nothing
+      // calls them.
       internal: true
     }
     workloadProfiles: workloadProfiles
@@ -318,6 +320,9 @@ resource worker 'Microsoft.App/containerApps@2025-01-01' = if (!empty(workerImag
 
 @description('Name of the environment.')
 output environmentName string = managedEnvironment.name
+
+@description('Resource id of the environment (the aggregator runs there too).')
+output environmentId string = managedEnvironment.id
 
 @description('Name of the worker app (empty until a worker image is given).')
 output appName string = empty(workerImage) ? '' : appName

@@ -1,17 +1,21 @@
-"""Validate the worker's KEDA scale rule against keda-azure-servicebus-scale.schema.json.
+"""Validate the KEDA scale rules of the queue consumers against keda-azure-servicebus-scale.schema.json.
 
-The rule lives in infra/modules/workers.bicep and is built from parameters, so it is rendered
-for every combination of each parameter's allowed extremes (minimum, default, maximum, every
-@allowed value) and each rendering is validated: no value an operator may pass can produce a
-rule that scales without a managed identity, never scales to zero, or waits on another queue.
+Two container apps scale on a Service Bus queue: the workers (infra/modules/workers.bicep, on
+batches) and the aggregator (infra/modules/aggregator.bicep, on stitch). Each rule is built from
+parameters, so it is rendered for every combination of each parameter's allowed extremes
+(minimum, default, maximum, every @allowed value) and each rendering is validated: no value an
+operator may pass can produce a rule that scales without a managed identity, never scales to
+zero, or waits on another queue.
 
 Cross-checks beyond the schema:
-- the rule's queue is one that servicebus.bicep creates;
+- the rule's queue is the one its app consumes (CONSUMERS below) and one that servicebus.bicep
+  creates;
 - the rule's identity is kept from the containers (identitySettings lifecycle None);
-- the termination grace period covers the worker's own batch grace and stays within the
+- the termination grace period covers the container's own shutdown grace and stays within the
   600 seconds Container Apps allows.
 
-The schema is also shown rules it must reject, so a schema loosened by mistake fails here.
+The schema and the cross-checks are also shown rules they must reject, so a check loosened by
+mistake fails here.
 
 Usage: python check_keda.py <infra dir>
 """
@@ -30,6 +34,11 @@ import pycep
 
 SCHEMA = "keda-azure-servicebus-scale.schema.json"
 TERMINATION_GRACE_CAP = 600
+# Each module with a scaled container app, and the queue that app consumes.
+CONSUMERS = {
+    "workers.bicep": "batches",
+    "aggregator.bicep": "stitch",
+}
 
 
 class Unrenderable(Exception):
@@ -128,16 +137,15 @@ def env_value(container: dict[str, Any], name: str) -> Any:
     raise AssertionError(f"container {container['name']} sets no {name}")
 
 
-def check_app(app: dict[str, Any], render: Renderer, queues: set[str], schema_validator) -> None:
+def check_app(
+    app: dict[str, Any], render: Renderer, queues: set[str], consumed: str, schema_validator
+) -> None:
     properties = app["properties"]
     template = properties["template"]
     scale = render(template["scale"])
-    schema_validator.validate(scale)
+    check_scale(scale, queues, consumed, schema_validator)
 
     rule = scale["rules"][0]["custom"]
-    queue = rule["metadata"]["queueName"]
-    assert queue in queues, f"scale rule waits on {queue!r}, which servicebus.bicep does not create"
-
     settings = {render(s["identity"]): render(s["lifecycle"]) for s in properties["configuration"]["identitySettings"]}
     assert settings.get(rule["identity"]) == "None", (
         f"the scaler identity {rule['identity']!r} must be kept from the containers (lifecycle None), "
@@ -148,9 +156,35 @@ def check_app(app: dict[str, Any], render: Renderer, queues: set[str], schema_va
     for container in template["containers"]:
         grace = int(render(env_value(container, "STYLEFLEET_SHUTDOWN_GRACE_SECS")))
         assert grace + 10 <= termination <= TERMINATION_GRACE_CAP, (
-            f"terminationGracePeriodSeconds {termination} must leave 10 s beyond the worker's "
-            f"batch grace {grace} and stay within {TERMINATION_GRACE_CAP}"
+            f"terminationGracePeriodSeconds {termination} must leave 10 s beyond the container's "
+            f"shutdown grace {grace} and stay within {TERMINATION_GRACE_CAP}"
         )
+
+
+def check_scale(scale: dict[str, Any], queues: set[str], consumed: str, schema_validator) -> None:
+    schema_validator.validate(scale)
+    rule = scale["rules"][0]["custom"]
+    queue = rule["metadata"]["queueName"]
+    assert queue in queues, f"scale rule waits on {queue!r}, which servicebus.bicep does not create"
+    assert queue == consumed, f"scale rule waits on {queue!r}, but the app consumes {consumed!r}"
+
+
+def must_reject_crossed(scales: dict[str, dict[str, Any]], queues: set[str], validator) -> int:
+    """Feeds the cross-check each app's rule with another app's queue; returns how many it refused."""
+    refused = 0
+    for module, scale in scales.items():
+        for other, queue in CONSUMERS.items():
+            if other == module:
+                continue
+            crossed = copy.deepcopy(scale)
+            crossed["rules"][0]["custom"]["metadata"]["queueName"] = queue
+            try:
+                check_scale(crossed, queues, CONSUMERS[module], validator)
+            except AssertionError:
+                refused += 1
+                continue
+            raise AssertionError(f"the check accepts the {module} app scaling on {queue}")
+    return refused
 
 
 def must_reject(validator, valid_scale: dict[str, Any]) -> int:
@@ -167,7 +201,7 @@ def must_reject(validator, valid_scale: dict[str, Any]) -> int:
         "never scales to zero": lambda s: s.update({"minReplicas": 1}),
         "zero messages per replica": lambda s: s["rules"][0]["custom"]["metadata"].update({"messageCount": "0"}),
         "numeric metadata": lambda s: s["rules"][0]["custom"]["metadata"].update({"messageCount": 4}),
-        "another queue": lambda s: s["rules"][0]["custom"]["metadata"].update({"queueName": "stitch"}),
+        "a queue nobody consumes": lambda s: s["rules"][0]["custom"]["metadata"].update({"queueName": "uploads"}),
         "another scaler": lambda s: s["rules"][0]["custom"].update({"type": "azure-queue"}),
         "a second rule": lambda s: s["rules"].append(copy.deepcopy(s["rules"][0])),
     }
@@ -191,26 +225,33 @@ def main(infra: Path) -> int:
         if r["type"] == "Microsoft.ServiceBus/namespaces/queues"
     }
 
-    workers = parse(infra / "modules" / "workers.bicep")
-    apps = scaled_apps(workers)
-    assert apps, "workers.bicep declares no container app"
-    params = workers.get("parameters", {})
-    names = list(params)
-    combos = list(itertools.product(*(choices(n, params[n]) for n in names)))
-
     checked = 0
-    last_scale = None
-    for combo in combos:
-        render = Renderer(workers.get("variables", {}), dict(zip(names, combo)))
-        for _, app in apps:
-            check_app(app, render, queues, validator)
-            last_scale = render(app["properties"]["template"]["scale"])
-            checked += 1
-    refused = must_reject(validator, last_scale)
+    scales: dict[str, dict[str, Any]] = {}
+    for module, consumed in CONSUMERS.items():
+        template = parse(infra / "modules" / module)
+        apps = scaled_apps(template)
+        assert apps, f"{module} declares no container app"
+        params = template.get("parameters", {})
+        names = list(params)
+        combos = list(itertools.product(*(choices(n, params[n]) for n in names)))
+        renderings = 0
+        for combo in combos:
+            render = Renderer(template.get("variables", {}), dict(zip(names, combo)))
+            for _, app in apps:
+                check_app(app, render, queues, consumed, validator)
+                scales[module] = render(app["properties"]["template"]["scale"])
+                renderings += 1
+        checked += renderings
+        print(
+            f"{module}: {renderings} renderings over {len(combos)} parameter combinations scale on "
+            f"{consumed}, valid against schema/{SCHEMA}"
+        )
+    refused = sum(must_reject(validator, scale) for scale in scales.values())
+    crossed = must_reject_crossed(scales, queues, validator)
     print(
-        f"KEDA scale rule: {checked} renderings over {len(combos)} parameter combinations valid against "
-        f"schema/{SCHEMA}; queue in servicebus.bicep, scaler identity kept from containers, grace period "
-        f"fits; schema refuses {refused}/{refused} bad rules"
+        f"KEDA scale rules: {checked} renderings valid; each app scales on the queue it consumes, "
+        f"which servicebus.bicep creates; scaler identity kept from containers; grace periods fit; "
+        f"schema refuses {refused}/{refused} bad rules, the queue check {crossed}/{crossed} crossed ones"
     )
     return 0
 
