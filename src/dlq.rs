@@ -3,13 +3,19 @@
 //! Replay is safe: each matching message is re-sent to its queue with its original id and body,
 //! and only then removed from the dead-letter queue; a crash in between leaves it in both places,
 //! which the idempotent handlers absorb. Non-matching messages are released untouched.
+//!
+//! Replay revives the job: given the store, the failure record the message left
+//! (`jobs/<job>/failed/...`) is removed before the message is re-sent, so the job shows its
+//! progress again at once, and a new failure of the replayed work is recorded afresh.
 
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::inspect::job_of_message;
+use crate::job::paths;
 use crate::queue::{BATCHES, DeadLetter, Delivery, OutgoingMessage, Queue, QueueError, STITCH};
+use crate::store::{Store, StoreError};
 
 /// Which dead letters an operation touches. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -154,15 +160,37 @@ pub struct BulkReport {
     pub acted: u64,
 }
 
+/// Errors of bulk operations.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The store failed while clearing a failure record.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Removes the failure record a dead letter left for its job (the batch's, or the stitch's).
+pub async fn clear_failure(store: &Store, body: &[u8]) -> Result<(), StoreError> {
+    match job_of_message(body) {
+        Some((job, Some(batch))) => store.delete(&paths::failed(&job, batch)).await,
+        Some((job, None)) => store.delete(&paths::failed_stitch(&job)).await,
+        None => Ok(()),
+    }
+}
+
 /// Replays (re-sends then removes) or purges (removes) every matching dead letter. `progress` is
-/// called after each matching message. With `dry_run`, only counts.
+/// called after each matching message. With `dry_run`, only counts. With `store`, a replay first
+/// clears the failure record of the message's job (see the module docs).
 pub async fn bulk(
     queue: &dyn Queue,
+    store: Option<&Store>,
     filter: &Filter,
     replay: bool,
     dry_run: bool,
     mut progress: impl FnMut(&Listed),
-) -> Result<BulkReport, QueueError> {
+) -> Result<BulkReport, DlqError> {
     let mut report = BulkReport::default();
     if dry_run {
         for listed in list(queue, filter).await? {
@@ -194,6 +222,9 @@ pub async fn bulk(
                 }
                 report.matched += 1;
                 if replay {
+                    if let Some(store) = store {
+                        clear_failure(store, &d.body).await?;
+                    }
                     queue
                         .send(
                             &name,

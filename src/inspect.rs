@@ -148,9 +148,10 @@ pub async fn view(
         else {
             continue;
         };
+        // A stitch failure stands until the job is done (a replay or a re-run clears it first).
         let stitch_failure = record.batch == u32::MAX;
         let still_failed = if stitch_failure {
-            !dead.is_empty() && status.as_ref().is_none_or(|s| s.state != JobState::Done)
+            status.as_ref().is_none_or(|s| s.state != JobState::Done)
         } else {
             !done.contains(&record.batch)
         };

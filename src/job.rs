@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::media::{EncoderSettings, Probe};
+use crate::store::Fingerprint;
 
 /// A job id: 16 lowercase hex digits, the first 64 bits of a SHA-256 over the source's identity,
 /// the style and the settings. Validated on parse so that no id can escape its folder.
@@ -112,9 +113,25 @@ pub mod paths {
     pub fn rejected(job: &JobId) -> String {
         format!("jobs/{job}/rejected.json")
     }
+    /// `jobs/<job>/failed/stitch.json`: the stitch failed for good.
+    pub fn failed_stitch(job: &JobId) -> String {
+        format!("jobs/{job}/failed/stitch.json")
+    }
     /// `jobs/<job>/output.json`: which output path this job claimed (written once).
     pub fn output_claim(job: &JobId) -> String {
         format!("jobs/{job}/output.json")
+    }
+    /// `jobs/outputs/<style>/<name>.mp4.json`: which job owns the output name `output/<style>/<name>.mp4`.
+    /// Created create-only, it is the atomic claim of a name that two jobs may both want (the same
+    /// file name uploaded twice, one clip at two strengths). `outputs` is not a job id, so job
+    /// listings skip it.
+    pub fn output_owner(output: &str) -> String {
+        let name = output.strip_prefix("output/").unwrap_or(output);
+        format!("jobs/outputs/{name}.json")
+    }
+    /// `jobs/<job>/stitch-lease.json`: who is stitching the job now, until when.
+    pub fn stitch_lease(job: &JobId) -> String {
+        format!("jobs/{job}/stitch-lease.json")
     }
     /// `logs/<job>/<name>.log`
     pub fn log(job: &JobId, name: &str) -> String {
@@ -127,10 +144,37 @@ pub mod paths {
 pub struct Source {
     /// Path in the store, e.g. `input/mosaic/clip.mp4`.
     pub path: String,
-    /// The version tag it had when the job was planned (ETag, or size and mtime).
+    /// `sha256:<hex>` of the bytes the job was planned from: the only version its readers use.
     pub version: String,
     /// Size in bytes.
     pub size: u64,
+    /// The store's ETag of that version, for conditional reads (`If-Match`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+impl Source {
+    /// The pinned version, as the store's readers check it.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            sha256: self.version.clone(),
+            etag: self.etag.clone(),
+            size: self.size,
+        }
+    }
+
+    /// The file extension of the source path (`bin` without one), for local copies.
+    pub fn extension(&self) -> &str {
+        extension_of(&self.path)
+    }
+}
+
+/// The extension of a store path (`bin` without one).
+pub fn extension_of(path: &str) -> &str {
+    path.rsplit_once('/')
+        .map_or(path, |(_, name)| name)
+        .rsplit_once('.')
+        .map_or("bin", |(_, ext)| ext)
 }
 
 /// How frames are styled.
@@ -142,6 +186,35 @@ pub struct StyleChoice {
     pub strength: f32,
     /// Keep the original's chroma.
     pub preserve_colour: bool,
+    /// The version of the style image (`image:` specs), pinned by the splitter: a new image under
+    /// the same name is another job, and workers style only with these bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Fingerprint>,
+}
+
+impl StyleChoice {
+    /// A style as the user gives it, not yet pinned.
+    pub fn new(spec: impl Into<String>, strength: f32, preserve_colour: bool) -> Self {
+        StyleChoice {
+            spec: spec.into(),
+            strength,
+            preserve_colour,
+            image: None,
+        }
+    }
+
+    /// The store path of the style image, for `image:` specs.
+    pub fn image_path(&self) -> Option<&str> {
+        self.spec.strip_prefix("image:")
+    }
+
+    /// What identifies the style in a job id: the spec, and the image's content for images.
+    pub fn identity(&self) -> String {
+        match &self.image {
+            Some(image) => format!("{}@{}", self.spec, image.sha256),
+            None => self.spec.clone(),
+        }
+    }
 }
 
 /// One batch of the plan.
@@ -199,8 +272,8 @@ pub struct Manifest {
     pub model_batch: u32,
     /// Batch messages of this job queued at a time (see `FloodLimits::max_queued_per_job`).
     pub window: u32,
-    /// Where the result goes, e.g. `output/mosaic/clip.mp4` (the aggregator may add a suffix when
-    /// another job already wrote that name).
+    /// The output name the job asks for, e.g. `output/mosaic/clip.mp4`; the aggregator claims it,
+    /// or `<stem>-<job>.mp4` beside it when another job owns that name.
     pub output: String,
     /// Seconds since the epoch when planned.
     pub created_at: f64,

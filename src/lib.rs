@@ -17,12 +17,14 @@
 //! - [`settings`]: batch size, limits, encoder, retry policy.
 //! - [`setup`]: the [`stage::Context`] built from a [`setup::Location`] (flags or environment), shared
 //!   by the CLI, the Functions app and the worker container.
+//! - [`fault`]: named fault points that tests arm through the environment (crash or fail at a step).
 //! - [`lifecycle`]: logging and shutdown signals, shared by the same three executables.
 #![warn(missing_docs)]
 
 pub mod azure;
 pub mod consume;
 pub mod dlq;
+pub mod fault;
 pub mod fleet;
 pub mod inspect;
 pub mod job;

@@ -10,9 +10,12 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use serde::Serialize;
+use object_store::{
+    GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
 /// Errors from the store, classified: [`StoreError::is_transient`] ones are retried with backoff.
@@ -23,6 +26,16 @@ pub enum StoreError {
     NotFound {
         /// The object.
         path: String,
+    },
+    /// The object is no longer the version a job pinned (replaced by a new upload, or gone).
+    #[error(
+        "{path} changed after the job was planned ({detail}); a new upload is a job of its own"
+    )]
+    Changed {
+        /// The object.
+        path: String,
+        /// What differs.
+        detail: String,
     },
     /// The store could not be opened (bad URL or configuration).
     #[error("cannot open the store {spec}: {reason}")]
@@ -76,6 +89,7 @@ impl StoreError {
             ),
             StoreError::Io { .. } => true,
             StoreError::NotFound { .. }
+            | StoreError::Changed { .. }
             | StoreError::Config { .. }
             | StoreError::Corrupt { .. } => false,
         }
@@ -328,6 +342,99 @@ impl Store {
         Ok(to)
     }
 
+    /// A local copy of exactly the version `pin` names (or, without a pin, of the version there
+    /// now, whose fingerprint is returned): the object is read with `If-Match` on the pinned ETag
+    /// and hashed while it streams to a file of its own, then kept in `cache` under its content
+    /// hash (`<sha256>.<ext>`), so a cached copy can never be another version's bytes and any
+    /// number of processes can share the folder. A version that is gone, or bytes that hash
+    /// differently, fail with [`StoreError::Changed`]: a job's readers never see another upload.
+    pub async fn fetch_pinned(
+        &self,
+        path: &str,
+        pin: Option<&Fingerprint>,
+        cache: &Path,
+        ext: &str,
+    ) -> Result<(Fingerprint, PathBuf)> {
+        let io = |context: String| move |source| StoreError::Io { context, source };
+        if let Some(pin) = pin {
+            let cached = cache.join(pin.file_name(ext));
+            if tokio::fs::metadata(&cached).await.is_ok() {
+                return Ok((pin.clone(), cached));
+            }
+        }
+        tokio::fs::create_dir_all(cache)
+            .await
+            .map_err(io(format!("cannot create {}", cache.display())))?;
+        let options = GetOptions {
+            if_match: pin.and_then(|p| p.etag.clone()),
+            ..Default::default()
+        };
+        let result = match self.inner.get_opts(&StorePath::from(path), options).await {
+            Ok(result) => result,
+            Err(object_store::Error::Precondition { .. }) => {
+                return Err(StoreError::Changed {
+                    path: path.to_owned(),
+                    detail: "its ETag is no longer the pinned one".into(),
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) if pin.is_some() => {
+                return Err(StoreError::Changed {
+                    path: path.to_owned(),
+                    detail: "it was deleted".into(),
+                });
+            }
+            Err(e) => return Err(StoreError::backend(path, e)),
+        };
+        let etag = result.meta.e_tag.clone();
+        let partial = tempfile::Builder::new()
+            .prefix(".fetch-")
+            .tempfile_in(cache)
+            .map_err(io(format!("cannot create a file in {}", cache.display())))?;
+        let mut file = tokio::fs::File::from_std(
+            partial
+                .reopen()
+                .map_err(io(format!("cannot open {}", partial.path().display())))?,
+        );
+        let mut hash = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| match e {
+            object_store::Error::Precondition { .. } => StoreError::Changed {
+                path: path.to_owned(),
+                detail: "it was replaced while it was read".into(),
+            },
+            e => StoreError::backend(path, e),
+        })? {
+            hash.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(io(format!("cannot write {}", partial.path().display())))?;
+        }
+        file.sync_all()
+            .await
+            .map_err(io(format!("cannot sync {}", partial.path().display())))?;
+        let fingerprint = Fingerprint {
+            sha256: format!("sha256:{:x}", hash.finalize()),
+            etag,
+            size,
+        };
+        if let Some(pin) = pin
+            && pin.sha256 != fingerprint.sha256
+        {
+            return Err(StoreError::Changed {
+                path: path.to_owned(),
+                detail: format!("planned {}, now {}", pin.sha256, fingerprint.sha256),
+            });
+        }
+        let to = cache.join(fingerprint.file_name(ext));
+        partial.persist(&to).map_err(|e| StoreError::Io {
+            context: format!("cannot rename to {}", to.display()),
+            source: e.error,
+        })?;
+        Ok((fingerprint, to))
+    }
+
     /// Uploads a local file to `path`; create-only when `create_only` (returns whether it created).
     pub async fn upload(&self, from: &Path, path: &str, create_only: bool) -> Result<bool> {
         let bytes = tokio::fs::read(from)
@@ -349,6 +456,26 @@ fn json_bytes<T: Serialize>(path: &str, value: &T) -> Result<Vec<u8>> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// The identity of one version of an object: what a job pins at split time and its readers check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// `sha256:<hex>` of the bytes: the same bytes uploaded again are the same version.
+    pub sha256: String,
+    /// The store's ETag of the version that was read, for conditional reads (`If-Match`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Fingerprint {
+    /// The name of the content-addressed local copy: `<hex>.<ext>`.
+    pub fn file_name(&self, ext: &str) -> String {
+        let hex = self.sha256.strip_prefix("sha256:").unwrap_or(&self.sha256);
+        format!("{hex}.{ext}")
+    }
 }
 
 /// The version tag of an object: its ETag when the backend gives one, else size and mtime.

@@ -44,11 +44,7 @@ async fn the_splitter_queues_only_the_window() {
         scratch: data.join("scratch"),
         worker_name: "test".into(),
     };
-    let style = StyleChoice {
-        spec: "0".into(),
-        strength: 1.0,
-        preserve_colour: false,
-    };
+    let style = StyleChoice::new("0", 1.0, false);
     let outcome = split(&ctx, "input/0/clip.mp4", &style).await.unwrap();
     let SplitOutcome::Planned {
         batches, posted, ..
@@ -101,11 +97,9 @@ fn a_small_window_still_runs_every_batch() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&frames.stdout).trim(), "20");
     // Ten batches, each run once: ten done markers, ten first-attempt logs and no second ones.
-    let job_dirs: Vec<_> = std::fs::read_dir(dir.path().join("data/jobs"))
-        .unwrap()
-        .collect();
+    let job_dirs = support::pipeline::job_dirs(&dir.path().join("data"));
     assert_eq!(job_dirs.len(), 1);
-    let job = job_dirs[0].as_ref().unwrap().path();
+    let job = dir.path().join("data/jobs").join(&job_dirs[0]);
     assert_eq!(std::fs::read_dir(job.join("done")).unwrap().count(), 10);
     let logs = dir.path().join("data/logs").join(job.file_name().unwrap());
     let attempts: Vec<String> = std::fs::read_dir(logs)

@@ -199,11 +199,7 @@ async fn library_context(data: &Path, batch_frames: u64) -> Context {
 }
 
 fn style_zero() -> StyleChoice {
-    StyleChoice {
-        spec: "0".into(),
-        strength: 1.0,
-        preserve_colour: false,
-    }
+    StyleChoice::new("0", 1.0, false)
 }
 
 #[tokio::test]

@@ -207,13 +207,13 @@ async fn split_one(
     }
     let style = match style_for_input(ctx, path).await {
         Ok(style) => style,
-        Err(StageError::Permanent(reason)) => return Ok(Handled::Skipped(reason)),
-        Err(StageError::Transient(reason)) => return Err(reason),
+        Err(e @ StageError::Permanent(_)) => return Ok(Handled::Skipped(e.reason())),
+        Err(e @ StageError::Transient(_)) => return Err(e.reason()),
     };
     let outcome = match split(ctx, path, &style).await {
         Ok(outcome) => outcome,
-        Err(StageError::Permanent(reason)) => return Ok(Handled::Skipped(reason)),
-        Err(StageError::Transient(reason)) => return Err(reason),
+        Err(e @ StageError::Permanent(_)) => return Ok(Handled::Skipped(e.reason())),
+        Err(e @ StageError::Transient(_)) => return Err(e.reason()),
     };
     let record = EventRecord {
         event: event.id.clone(),

@@ -60,7 +60,9 @@ pub async fn run(
     let mut scaler = Autoscaler::new(options.scale.clone());
     let mut watcher = Watcher::new(options.settle);
     let mut active: HashSet<JobId> = HashSet::new();
-    let mut finished: HashSet<String> = HashSet::new();
+    // Uploads already split, by path and the version the watcher saw: a new version of a file is
+    // a new upload (a new job), not a path seen before.
+    let mut finished: HashSet<(String, watcher::Version)> = HashSet::new();
     tracing::info!(
         store = ctx.store.spec(),
         max_workers = options.scale.max_workers,
@@ -99,7 +101,7 @@ async fn tick(
     ctx: &Context,
     watcher: &mut Watcher,
     active: &mut HashSet<JobId>,
-    finished: &mut HashSet<String>,
+    finished: &mut HashSet<(String, watcher::Version)>,
 ) -> anyhow::Result<()> {
     reconcile_dead_letters(ctx).await?;
     let mut still = HashSet::new();
@@ -113,8 +115,9 @@ async fn tick(
         }
     }
     *active = still;
-    for path in watcher.poll(&ctx.store).await? {
-        if finished.contains(&path) {
+    for (path, version) in watcher.poll(&ctx.store).await? {
+        let seen = (path.clone(), version);
+        if finished.contains(&seen) {
             continue;
         }
         if active.len() >= ctx.settings.flood.max_active_jobs
@@ -127,7 +130,7 @@ async fn tick(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%path, error = %e, "ignoring");
-                finished.insert(path);
+                finished.insert(seen);
                 continue;
             }
         };
@@ -142,14 +145,14 @@ async fn tick(
                     tracing::info!(%path, %job, batches, posted, "job planned");
                 }
                 active.insert(job);
-                finished.insert(path);
+                finished.insert(seen);
             }
             Ok(SplitOutcome::Rejected { job, reason }) => {
                 tracing::warn!(%path, %job, %reason, "input refused");
-                finished.insert(path);
+                finished.insert(seen);
             }
             Ok(SplitOutcome::Done { .. }) => {
-                finished.insert(path);
+                finished.insert(seen);
             }
             Err(e) => tracing::warn!(%path, error = %e, "split failed; will retry"),
         }
@@ -168,7 +171,7 @@ pub async fn reconcile_dead_letters(ctx: &Context) -> anyhow::Result<()> {
             };
             let path = match batch {
                 Some(b) => paths::failed(&job, b),
-                None => format!("{}/stitch.json", paths::failed_dir(&job)),
+                None => paths::failed_stitch(&job),
             };
             if ctx.store.exists(&path).await? {
                 continue;

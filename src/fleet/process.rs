@@ -1,5 +1,11 @@
 //! `stylefleet process`: one video through the same pipeline as the fleet (splitter, worker
 //! processes, aggregator), with progress, ending only when the output is written and verified.
+//!
+//! The video and a style image go into the store under their content hash
+//! (`process/<style>/<hash>/<name>`, `styles/<stem>-<hash>.<ext>`), so two runs that share a data
+//! folder never overwrite each other's inputs, whatever the files are called; the same bytes find
+//! the same job, so a re-run resumes (and revives a failed job). The output path is checked before
+//! any work (writable, not the input itself) and written atomically.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -70,20 +76,18 @@ pub async fn process(
     if !meta.is_file() {
         return Err(anyhow::anyhow!("{} is not a file", input.display()).into());
     }
+    check_output(input, &request.output)?;
     let (spec, folder) = stage_style(ctx, &request.style).await?;
     let name = input
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("video")
         .to_owned();
-    let source_path = format!("process/{folder}/{name}");
-    upload_if_changed(ctx, input, &source_path).await?;
+    let hash = short_hash(input).await?;
+    let source_path = format!("process/{folder}/{hash}/{name}");
+    upload_once(ctx, input, &source_path).await?;
 
-    let style = StyleChoice {
-        spec,
-        strength: request.strength,
-        preserve_colour: request.preserve_colour,
-    };
+    let style = StyleChoice::new(spec, request.strength, request.preserve_colour);
     let job = match split(ctx, &source_path, &style)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -183,7 +187,8 @@ pub async fn process(
     Ok(done)
 }
 
-/// Puts a style image into `styles/` and returns the spec and the folder name for the input.
+/// Puts a style image into `styles/` under its content hash and returns the spec and the folder
+/// name for the input.
 async fn stage_style(ctx: &Context, style: &str) -> anyhow::Result<(String, String)> {
     let path = Path::new(style);
     if path.is_file() {
@@ -193,38 +198,95 @@ async fn stage_style(ctx: &Context, style: &str) -> anyhow::Result<(String, Stri
             .and_then(|s| s.to_str())
             .unwrap_or("png")
             .to_ascii_lowercase();
-        let store_path = format!("styles/{stem}.{ext}");
-        upload_if_changed(ctx, path, &store_path).await?;
+        let hash = short_hash(path).await?;
+        let store_path = format!("styles/{stem}-{hash}.{ext}");
+        upload_once(ctx, path, &store_path).await?;
         return Ok((format!("image:{store_path}"), stem.to_owned()));
     }
     Ok((style.to_owned(), style.replace('/', "_")))
 }
 
-/// Uploads a file unless the same bytes are already there (so that re-running `process` finds
-/// its job instead of starting a new one).
-async fn upload_if_changed(ctx: &Context, from: &Path, to: &str) -> anyhow::Result<()> {
-    let local = crate::stage::split::content_version_of_file(from).await?;
-    if let Some(existing) = ctx.store.local_path(to)
-        && existing.is_file()
-        && crate::stage::split::content_version_of_file(&existing).await? == local
-    {
-        return Ok(());
+/// The first 16 hex digits of a file's SHA-256: its name in the store.
+async fn short_hash(path: &Path) -> anyhow::Result<String> {
+    let version = crate::stage::split::content_version_of_file(path)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let hex = version.strip_prefix("sha256:").unwrap_or(&version);
+    Ok(hex.chars().take(16).collect())
+}
+
+/// Uploads a file to its content-addressed path, create-only: the bytes already there are the
+/// same bytes.
+async fn upload_once(ctx: &Context, from: &Path, to: &str) -> anyhow::Result<()> {
+    if !ctx.store.exists(to).await? {
+        ctx.store.upload(from, to, true).await?;
     }
-    ctx.store.upload(from, to, false).await?;
     Ok(())
 }
 
-async fn copy_out(ctx: &Context, output: &str, to: &Path) -> anyhow::Result<()> {
-    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(parent).await?;
+/// Refuses, before any work, an output path that is the input itself, a folder, or in a folder
+/// that cannot be written.
+fn check_output(input: &Path, output: &Path) -> anyhow::Result<()> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(input, output) {
+        anyhow::bail!(
+            "the output {} is the input itself; choose another path with -o",
+            output.display()
+        );
     }
+    if output.is_dir() {
+        anyhow::bail!(
+            "the output {} is a folder; give a file path with -o",
+            output.display()
+        );
+    }
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| {
+        anyhow::anyhow!("cannot create the output folder {}: {e}", parent.display())
+    })?;
+    // A probe file proves the folder takes new files (permissions, read-only mounts, a full disk
+    // of inodes), which a metadata check cannot.
+    tempfile::Builder::new()
+        .prefix(".stylefleet-probe-")
+        .tempfile_in(parent)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write to the output folder {}: {e}",
+                parent.display()
+            )
+        })?;
+    Ok(())
+}
+
+/// Copies the output out of the store to `to` through a temporary file beside it, renamed at the
+/// end: `to` holds the whole output or what it held before, never a part.
+async fn copy_out(ctx: &Context, output: &str, to: &Path) -> anyhow::Result<()> {
+    let parent = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(parent).await?;
+    let partial = tempfile::Builder::new()
+        .prefix(".stylefleet-")
+        .suffix(".part")
+        .tempfile_in(parent)
+        .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", parent.display()))?;
     match ctx.store.local_path(output) {
         Some(local) => {
-            tokio::fs::copy(&local, to).await.map_err(|e| {
+            tokio::fs::copy(&local, partial.path()).await.map_err(|e| {
                 anyhow::anyhow!("cannot copy {} to {}: {e}", local.display(), to.display())
             })?;
         }
-        None => ctx.store.download(output, to).await?,
+        None => ctx.store.download(output, partial.path()).await?,
     }
+    partial
+        .persist(to)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", to.display(), e.error))?;
     Ok(())
 }

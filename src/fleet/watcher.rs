@@ -13,12 +13,15 @@ use tokio::time::Instant;
 
 use crate::store::{Store, StoreError};
 
+/// What the watcher knows of a file's version: its size and modification time (nanoseconds).
+pub type Version = (u64, i64);
+
 /// Watches `input/` for files that stopped changing.
 #[derive(Debug)]
 pub struct Watcher {
     settle: Duration,
     /// Last seen (size, mtime) per path and since when it has been unchanged.
-    seen: HashMap<String, ((u64, i64), Instant)>,
+    seen: HashMap<String, (Version, Instant)>,
 }
 
 impl Watcher {
@@ -30,8 +33,9 @@ impl Watcher {
         }
     }
 
-    /// One poll: the paths that are ready now, sorted (oldest name first is stable and fair enough).
-    pub async fn poll(&mut self, store: &Store) -> Result<Vec<String>, StoreError> {
+    /// One poll: the paths that are ready now with the version they settled at, sorted by path
+    /// (stable and fair enough). A file rewritten later is ready again with its new version.
+    pub async fn poll(&mut self, store: &Store) -> Result<Vec<(String, Version)>, StoreError> {
         let now = Instant::now();
         let mut ready = Vec::new();
         let mut present = std::collections::HashSet::new();
@@ -49,7 +53,7 @@ impl Watcher {
                 Some((previous, since)) if *previous == key => {
                     // An empty file that stays empty is ready too: the splitter refuses it.
                     if now.duration_since(*since) >= self.settle {
-                        ready.push(path);
+                        ready.push((path, key));
                     }
                 }
                 _ => {
@@ -102,9 +106,9 @@ mod tests {
         store.put("input/s/a.mp4", vec![1u8; 20]).await.unwrap();
         assert!(watcher.poll(&store).await.unwrap().is_empty());
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(
-            watcher.poll(&store).await.unwrap(),
-            vec!["input/s/a.mp4".to_owned()]
-        );
+        let ready = watcher.poll(&store).await.unwrap();
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].0, "input/s/a.mp4");
+        assert_eq!(ready[0].1.0, 20);
     }
 }

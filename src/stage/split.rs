@@ -2,20 +2,32 @@
 //! what it cannot process with a reason, plans batches, writes the manifest create-only, and posts
 //! one message per batch that is not done yet.
 //!
-//! Idempotent: the job id comes from the source's path and version plus the style and settings, so
-//! the same event twice, or the same bytes uploaded twice, find the existing manifest and only
-//! re-post batches that are still missing (which the queue's duplicate detection and the worker's
-//! done check absorb).
+//! Idempotent: the job id comes from the source's path and content hash plus the style (a style
+//! image's content hash included) and settings, so the same event twice, or the same bytes
+//! uploaded twice, find the existing manifest and only re-post what is still missing (which the
+//! queue's duplicate detection and the worker's done check absorb). New bytes under an old name
+//! are a new job.
+//!
+//! Pinning: the source and the style image are read once here, hashed while they stream into the
+//! content-addressed scratch cache, and the manifest records their hash and ETag; every later
+//! reader reads exactly that version or fails the job (see [`Store::fetch_pinned`]).
+//!
+//! Reviving: splitting a job that failed (running the same `process` command again, or a new event
+//! for the same bytes) replays the job's dead letters, clears its failure records and re-posts
+//! what is missing, the stitch included, so a failure whose cause is gone ends in done.
+//!
+//! [`Store::fetch_pinned`]: crate::store::Store::fetch_pinned
 
 use std::time::Instant;
 
 use crate::job::{
-    JobId, JobState, Manifest, Source, Status, StyleChoice, now_secs, paths, plan_batches,
+    JobId, JobState, Manifest, Source, Status, StyleChoice, extension_of, now_secs, paths,
+    plan_batches,
 };
-use crate::message::BatchMessage;
-use crate::queue::BATCHES;
+use crate::message::{BatchMessage, StitchMessage};
+use crate::queue::{BATCHES, STITCH};
 use crate::stage::{Context, JobLog, StageError};
-use crate::store::version_of;
+use crate::store::{Fingerprint, StoreError};
 
 /// What the splitter did.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,39 +74,29 @@ pub async fn style_for_input(ctx: &Context, source_path: &str) -> Result<StyleCh
     let mut parts = source_path.split('/');
     let (Some("input"), Some(style), Some(_name)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Err(StageError::Permanent(format!(
+        return Err(StageError::permanent(format!(
             "{source_path} is not under input/<style>/: drop videos into a folder named after the style"
         )));
     };
     for ext in ["png", "jpg", "jpeg"] {
         let image = format!("styles/{style}.{ext}");
         if ctx.store.exists(&image).await? {
-            return Ok(StyleChoice {
-                spec: format!("image:{image}"),
-                strength: 1.0,
-                preserve_colour: false,
-            });
+            return Ok(StyleChoice::new(format!("image:{image}"), 1.0, false));
         }
     }
-    Ok(StyleChoice {
-        spec: style.to_owned(),
-        strength: 1.0,
-        preserve_colour: false,
-    })
+    Ok(StyleChoice::new(style, 1.0, false))
 }
 
-/// Where the output of `source_path` goes: `input/<style>/<stem>.<ext>` (or any other top folder)
-/// becomes `output/<style>/<stem>.mp4`.
+/// The output name `source_path` asks for: `<top>/<style>/.../<stem>.<ext>` becomes
+/// `output/<style>/<stem>.mp4` (the folders between, such as the content hash of a `process` copy,
+/// are dropped: two jobs that want one name settle it by the claim in the aggregator).
 pub fn output_path(source_path: &str) -> String {
-    let rest = source_path
-        .split_once('/')
-        .map_or(source_path, |(_, rest)| rest);
-    let (dir, file) = rest.rsplit_once('/').unwrap_or(("", rest));
+    let parts: Vec<&str> = source_path.split('/').collect();
+    let file = parts.last().copied().unwrap_or(source_path);
     let stem = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
-    if dir.is_empty() {
-        format!("output/{stem}.mp4")
-    } else {
-        format!("output/{dir}/{stem}.mp4")
+    match parts.as_slice() {
+        [_, style, _, ..] => format!("output/{style}/{stem}.mp4"),
+        _ => format!("output/{stem}.mp4"),
     }
 }
 
@@ -136,23 +138,32 @@ pub async fn split(
     style: &StyleChoice,
 ) -> Result<SplitOutcome, StageError> {
     let started = Instant::now();
-    let meta = ctx
+    // The source's content, pinned: the bytes hashed here are the bytes every stage reads.
+    let (source, local) = ctx
         .store
-        .head(source_path)
-        .await?
-        .ok_or_else(|| StageError::Permanent(format!("{source_path} does not exist")))?;
-    // The version is the content's hash: the same bytes uploaded again (new ETag, new mtime) are
-    // the same job, as users expect; a store-reported version would make them a second job.
-    let scratch = ctx.scratch.join("sources");
-    let ext = source_path.rsplit_once('.').map_or("bin", |(_, e)| e);
-    let staging = JobId::derive(source_path, &version_of(&meta), "", "");
-    let local = ctx
-        .store
-        .materialize(source_path, &scratch, &format!("{staging}.{ext}"))
-        .await?;
-    let version = content_version_of_file(&local)
+        .fetch_pinned(
+            source_path,
+            None,
+            &ctx.scratch.join("sources"),
+            extension_of(source_path),
+        )
         .await
-        .map_err(|e| StageError::Transient(e.to_string()))?;
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                StageError::permanent(format!("{source_path} does not exist"))
+            }
+            e => e.into(),
+        })?;
+    let style = match pin_style_image(ctx, style).await? {
+        Ok(style) => style,
+        Err(reason) => {
+            let job = JobId::derive(source_path, &source.sha256, &style.spec, "");
+            reject(ctx, &job, source_path, &reason).await?;
+            return Ok(SplitOutcome::Rejected { job, reason });
+        }
+    };
+    let style = &style;
+    let version = source.sha256.clone();
     let settings_key = serde_json::json!({
         "batch_frames": ctx.settings.batch_frames,
         "model_batch": ctx.settings.model_batch,
@@ -161,7 +172,7 @@ pub async fn split(
         "preserve_colour": style.preserve_colour,
     })
     .to_string();
-    let job = JobId::derive(source_path, &version, &style.spec, &settings_key);
+    let job = JobId::derive(source_path, &version, &style.identity(), &settings_key);
     let mut log = JobLog::new(&job, "split");
 
     if let Some(rejected) = ctx.store.get_json::<Status>(&paths::rejected(&job)).await? {
@@ -178,9 +189,9 @@ pub async fn split(
         None => {
             log.info(format!(
                 "planning {source_path} ({} bytes, version {version})",
-                meta.size
+                source.size
             ));
-            match plan(ctx, &job, source_path, &local, &version, meta.size, style).await? {
+            match plan(ctx, &job, source_path, &local, &source, style).await? {
                 Err(reason) => {
                     log.warn(format!("refused: {reason}"));
                     reject(ctx, &job, source_path, &reason).await?;
@@ -202,8 +213,8 @@ pub async fn split(
                         {
                             Some(theirs) => (theirs, false),
                             None => {
-                                return Err(StageError::Transient(
-                                    "manifest vanished after a create race".into(),
+                                return Err(StageError::transient(
+                                    "manifest vanished after a create race",
                                 ));
                             }
                         },
@@ -218,6 +229,10 @@ pub async fn split(
         && status.state == JobState::Done
     {
         return Ok(SplitOutcome::Done { job });
+    }
+    let revived = !created && revive(ctx, &job).await?;
+    if revived {
+        log.info("the job had failed: its dead letters are replayed and its failures cleared");
     }
 
     // Resume is "plan minus done", limited to the job's window; finished batches post the rest.
@@ -237,7 +252,14 @@ pub async fn split(
     for chunk in missing.chunks(100) {
         ctx.queue.send(BATCHES, chunk.to_vec()).await?;
     }
-    if created {
+    if missing.is_empty() && !manifest.batches.is_empty() {
+        // Every batch is done but the output is not: the stitch may have failed, or the process
+        // that should have posted it died. Posting it again is harmless (one stitch per job).
+        ctx.queue
+            .send(STITCH, vec![StitchMessage::new(job.clone()).to_outgoing()])
+            .await?;
+    }
+    if created || revived {
         let mut status = Status {
             job: job.clone(),
             source: source_path.to_owned(),
@@ -273,10 +295,10 @@ async fn plan(
     job: &JobId,
     source_path: &str,
     local: &std::path::Path,
-    version: &str,
-    size: u64,
+    pinned: &Fingerprint,
     style: &StyleChoice,
 ) -> Result<Result<Manifest, String>, StageError> {
+    let size = pinned.size;
     if size == 0 {
         return Ok(Err("the file is empty (0 bytes)".into()));
     }
@@ -302,8 +324,9 @@ async fn plan(
         job: job.clone(),
         source: Source {
             path: source_path.to_owned(),
-            version: version.to_owned(),
+            version: pinned.sha256.clone(),
             size,
+            etag: pinned.etag.clone(),
         },
         style: style.clone(),
         probe,
@@ -328,6 +351,60 @@ pub async fn content_version_of_file(path: &std::path::Path) -> std::io::Result<
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// Pins the style image of an `image:` style (its bytes' hash and ETag), or says why the image
+/// cannot be used. Other styles pass unchanged.
+async fn pin_style_image(
+    ctx: &Context,
+    style: &StyleChoice,
+) -> Result<Result<StyleChoice, String>, StageError> {
+    let Some(path) = style.image_path() else {
+        return Ok(Ok(style.clone()));
+    };
+    let fetched = ctx
+        .store
+        .fetch_pinned(path, None, &ctx.scratch.join("styles"), extension_of(path))
+        .await;
+    match fetched {
+        Ok((image, _)) => Ok(Ok(StyleChoice {
+            image: Some(image),
+            ..style.clone()
+        })),
+        Err(StoreError::NotFound { .. }) => {
+            Ok(Err(format!("the style image {path} does not exist")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Brings a failed job back: replays its dead letters and clears its failure records, so that the
+/// batches and the stitch run again. Returns whether there was anything to revive.
+pub async fn revive(ctx: &Context, job: &JobId) -> Result<bool, StageError> {
+    let filter = crate::dlq::Filter {
+        job: Some(job.to_string()),
+        ..Default::default()
+    };
+    // Records first, then the replay: a failure of the replayed work is then recorded afresh,
+    // never deleted here. Peeked first: most splits find nothing to revive, and a bulk pass
+    // locks every dead letter.
+    let failures = ctx.store.list(&paths::failed_dir(job)).await?;
+    for record in &failures {
+        ctx.store.delete(record.location.as_ref()).await?;
+    }
+    let dead = crate::dlq::list(ctx.queue.as_ref(), &filter).await?;
+    let replayed = if dead.is_empty() {
+        0
+    } else {
+        crate::dlq::bulk(ctx.queue.as_ref(), None, &filter, true, false, |_| {})
+            .await
+            .map_err(|e| match e {
+                crate::dlq::DlqError::Queue(e) => StageError::from(e),
+                crate::dlq::DlqError::Store(e) => StageError::from(e),
+            })?
+            .acted
+    };
+    Ok(replayed > 0 || !failures.is_empty())
 }
 
 /// Records a refusal: `rejected.json` (create-only, so the reason is the first one) and the status.

@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use stylefleet_models::{Frame, StyleOptions, StyleSpec, Stylizer};
 
-use crate::job::{DoneMarker, Manifest, now_secs, paths};
+use crate::job::{DoneMarker, Manifest, extension_of, now_secs, paths};
 use crate::message::{BatchMessage, StitchMessage};
 use crate::queue::{BATCHES, Delivery, STITCH};
-use crate::stage::{Context, JobLog, Outcome, StageError};
+use crate::stage::{Context, Failure, JobLog, Outcome, StageError};
 
 /// A worker's model, loaded once per process and re-conditioned when the style changes.
 #[derive(Default)]
@@ -132,19 +132,18 @@ impl StyleStage {
         let mut timings = std::collections::BTreeMap::new();
 
         let started = Instant::now();
-        let scratch = ctx.scratch.join("sources");
-        let ext = manifest
-            .source
-            .path
-            .rsplit_once('.')
-            .map_or("bin", |(_, e)| e);
-        let source = ctx
+        let (_, source) = ctx
             .store
-            .materialize(&manifest.source.path, &scratch, &format!("{job}.{ext}"))
+            .fetch_pinned(
+                &manifest.source.path,
+                Some(&manifest.source.fingerprint()),
+                &ctx.scratch.join("sources"),
+                manifest.source.extension(),
+            )
             .await?;
         let frames = crate::media::decode_frames(&source, &manifest.probe, range.clone())
             .await
-            .map_err(|e| StageError::Transient(format!("decoding frames {range:?}: {e}")))?;
+            .map_err(|e| StageError::media(format!("decoding frames {range:?}"), e))?;
         timings.insert("decode".to_owned(), started.elapsed().as_secs_f64());
         log.info(format!("decoded {} frames {range:?}", frames.len()));
 
@@ -156,7 +155,7 @@ impl StyleStage {
             style_frames(&stylizer, frames, width, height, model_batch)
         })
         .await
-        .map_err(|e| StageError::Transient(format!("the style task stopped: {e}")))??;
+        .map_err(|e| StageError::Transient(Failure::new("the style task stopped", e)))??;
         let style_secs = started.elapsed().as_secs_f64();
         timings.insert("style".to_owned(), style_secs);
         log.info(format!(
@@ -167,7 +166,10 @@ impl StyleStage {
         let started = Instant::now();
         let chunk_dir = ctx.scratch.join("chunks").join(job.as_str());
         tokio::fs::create_dir_all(&chunk_dir).await.map_err(|e| {
-            StageError::Transient(format!("cannot create {}: {e}", chunk_dir.display()))
+            StageError::Transient(Failure::new(
+                format!("cannot create {}", chunk_dir.display()),
+                e,
+            ))
         })?;
         let chunk_file = chunk_dir.join(format!("{:05}.mp4", message.batch));
         crate::media::encode_chunk(
@@ -178,10 +180,11 @@ impl StyleStage {
             &manifest.encoder,
         )
         .await
-        .map_err(|e| StageError::Transient(format!("encoding the chunk: {e}")))?;
+        .map_err(|e| StageError::media("encoding the chunk", e))?;
         ctx.store
             .upload(&chunk_file, &paths::chunk(job, message.batch), false)
             .await?;
+        crate::fault::hit("batch.after-chunk")?;
         let _ = tokio::fs::remove_file(&chunk_file).await;
         timings.insert("encode".to_owned(), started.elapsed().as_secs_f64());
 
@@ -195,8 +198,11 @@ impl StyleStage {
         ctx.store
             .put_json_create(&paths::done(job, message.batch), &marker)
             .await?;
+        crate::fault::hit("batch.after-marker")?;
         log.info("chunk and done marker written");
-        post_follow_ups(ctx, manifest, message.batch, log).await
+        post_follow_ups(ctx, manifest, message.batch, log).await?;
+        crate::fault::hit("batch.before-settle")?;
+        Ok(())
     }
 
     /// The network for this manifest's style, reused across batches of the same style.
@@ -205,21 +211,29 @@ impl StyleStage {
         ctx: &Context,
         manifest: &Manifest,
     ) -> Result<Arc<Stylizer>, StageError> {
+        // The image's content hash is part of the key: a new image under the same name is
+        // another style, never the cached network of the old one.
         let key = format!(
             "{}|{}|{}",
-            manifest.style.spec, manifest.style.strength, manifest.style.preserve_colour
+            manifest.style.identity(),
+            manifest.style.strength,
+            manifest.style.preserve_colour
         );
         if let Some((current, stylizer)) = &self.current
             && *current == key
         {
             return Ok(stylizer.clone());
         }
-        let spec = match manifest.style.spec.strip_prefix("image:") {
+        let spec = match manifest.style.image_path() {
             Some(image) => {
-                let name = image.replace('/', "_");
-                let local = ctx
+                let (_, local) = ctx
                     .store
-                    .materialize(image, &ctx.scratch.join("styles"), &name)
+                    .fetch_pinned(
+                        image,
+                        manifest.style.image.as_ref(),
+                        &ctx.scratch.join("styles"),
+                        extension_of(image),
+                    )
                     .await?;
                 StyleSpec::Image(local)
             }
@@ -227,7 +241,7 @@ impl StyleStage {
                 .style
                 .spec
                 .parse::<StyleSpec>()
-                .map_err(|e| StageError::Permanent(e.to_string()))?,
+                .map_err(|e| StageError::Permanent(Failure::of(e)))?,
         };
         let options = StyleOptions {
             strength: manifest.style.strength,
@@ -239,27 +253,12 @@ impl StyleStage {
         };
         let stylizer = tokio::task::spawn_blocking(move || Stylizer::new(&spec, options, &device))
             .await
-            .map_err(|e| StageError::Transient(format!("the model task stopped: {e}")))?
-            .map_err(|e| {
-                StageError::Permanent(format!("cannot load the style: {}", with_sources(&e)))
-            })?;
+            .map_err(|e| StageError::Transient(Failure::new("the model task stopped", e)))?
+            .map_err(|e| StageError::Permanent(Failure::new("cannot load the style", e)))?;
         let stylizer = Arc::new(stylizer);
         self.current = Some((key, stylizer.clone()));
         Ok(stylizer)
     }
-}
-
-/// `error` followed by its sources: a failure reason must say why, and model errors keep the
-/// why (the image decoder's message, Candle's) in their source.
-fn with_sources(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Styles frames in model batches of `model_batch`.
@@ -284,7 +283,7 @@ fn style_frames(
             .collect();
         let styled = stylizer
             .style_batch(&batch)
-            .map_err(|e| StageError::Permanent(format!("styling: {}", with_sources(&e))))?;
+            .map_err(|e| StageError::Permanent(Failure::new("styling", e)))?;
         out.extend(styled.into_iter().map(|f| f.data));
     }
     Ok(out)

@@ -4,4 +4,5 @@
 
 pub mod azurite;
 pub mod clips;
+pub mod frames;
 pub mod pipeline;

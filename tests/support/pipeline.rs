@@ -124,9 +124,13 @@ pub fn dlq_list(data: &Path, args: &[&str]) -> Vec<Value> {
     }
 }
 
-/// The job folders under `<data>/jobs/`.
+/// The job folders under `<data>/jobs/` (named by a job id; `jobs/outputs/` holds the output
+/// name claims).
 pub fn job_dirs(data: &Path) -> Vec<String> {
-    let mut names = files(&data.join("jobs"));
+    let mut names: Vec<String> = files(&data.join("jobs"))
+        .into_iter()
+        .filter(|n| stylefleet::job::JobId::parse(n).is_ok())
+        .collect();
     names.sort();
     names
 }

@@ -421,10 +421,17 @@ async fn bulk(filter: &DlqFilter, replay: bool, dry_run: bool) -> anyhow::Result
         (false, true) => "would purge",
         (false, false) => "purged",
     };
-    let report = dlq::bulk(ctx.queue.as_ref(), &f, replay, dry_run, |l| {
-        bar.inc(1);
-        bar.println(format!("{verb} {} {} ({})", l.queue, l.id, l.reason));
-    })
+    let report = dlq::bulk(
+        ctx.queue.as_ref(),
+        Some(&ctx.store),
+        &f,
+        replay,
+        dry_run,
+        |l| {
+            bar.inc(1);
+            bar.println(format!("{verb} {} {} ({})", l.queue, l.id, l.reason));
+        },
+    )
     .await?;
     bar.finish_and_clear();
     println!(
