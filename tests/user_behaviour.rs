@@ -559,8 +559,8 @@ fn reference(dir: &Path, clip: &Path, name: &str) -> PathBuf {
 fn a_reupload_while_its_job_runs_is_a_new_job_and_nothing_mixes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let first = pattern_clip(dir.path(), "first.mp4", "testsrc2", 64, 48, 96);
-    let second = pattern_clip(dir.path(), "second.mp4", "smptebars", 64, 48, 96);
+    let first = pattern_clip(dir.path(), "first.mp4", "testsrc2", 64, 48, 40);
+    let second = pattern_clip(dir.path(), "second.mp4", "smptebars", 64, 48, 40);
     let first_ref = reference(dir.path(), &first, "first");
     let second_ref = reference(dir.path(), &second, "second");
 

@@ -8,6 +8,7 @@
 //! marker exists only re-checks the stitch condition.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use stylefleet_models::{Frame, StyleOptions, StyleSpec, Stylizer};
@@ -151,8 +152,12 @@ impl StyleStage {
         let stylizer = self.stylizer(ctx, manifest).await?;
         let (width, height) = (manifest.probe.video.width, manifest.probe.video.height);
         let model_batch = manifest.model_batch.max(1) as usize;
+        // Dropping this future (a lost lock, an abort) does not stop a blocking task: the flag
+        // does, between model calls, so the device is free for the next delivery.
+        let abandoned = AbandonOnDrop::default();
+        let stop = abandoned.flag();
         let styled = tokio::task::spawn_blocking(move || {
-            style_frames(&stylizer, frames, width, height, model_batch)
+            style_frames(&stylizer, frames, width, height, model_batch, &stop)
         })
         .await
         .map_err(|e| StageError::Transient(Failure::new("the style task stopped", e)))??;
@@ -261,6 +266,23 @@ impl StyleStage {
     }
 }
 
+/// A flag raised when its owner is dropped: the async side of a blocking task tells the task
+/// that nobody waits for its result any more.
+#[derive(Default)]
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl AbandonOnDrop {
+    fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Styles frames in model batches of `model_batch`.
 fn style_frames(
     stylizer: &Stylizer,
@@ -268,10 +290,14 @@ fn style_frames(
     width: u32,
     height: u32,
     model_batch: usize,
+    stop: &AtomicBool,
 ) -> Result<Vec<Vec<u8>>, StageError> {
     let mut out = Vec::with_capacity(frames.len());
     let mut frames = frames.into_iter().peekable();
     while frames.peek().is_some() {
+        if stop.load(Ordering::Relaxed) {
+            return Err(StageError::transient("styling abandoned (the work was given up)"));
+        }
         let batch: Vec<Frame> = frames
             .by_ref()
             .take(model_batch)

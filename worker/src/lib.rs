@@ -209,6 +209,7 @@ pub async fn run(
         completed = report.completed,
         abandoned = report.abandoned,
         dead_lettered = report.dead_lettered,
+        lost = report.lost,
         "worker stopped"
     );
     Ok(report)
