@@ -273,7 +273,15 @@ pub async fn split(
         status
             .timings
             .insert("split".into(), started.elapsed().as_secs_f64());
-        ctx.store.put_json(&paths::status(&job), &status).await?;
+        // A stitch that finished since the check above keeps its `done`.
+        let finished = ctx
+            .store
+            .get_json::<Status>(&paths::status(&job))
+            .await?
+            .is_some_and(|s| s.state == JobState::Done);
+        if !finished {
+            ctx.store.put_json(&paths::status(&job), &status).await?;
+        }
         log.info(format!(
             "planned {} frames in {} batches; posted {posted}",
             manifest.probe.frames.len(),

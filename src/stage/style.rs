@@ -296,7 +296,9 @@ fn style_frames(
     let mut frames = frames.into_iter().peekable();
     while frames.peek().is_some() {
         if stop.load(Ordering::Relaxed) {
-            return Err(StageError::transient("styling abandoned (the work was given up)"));
+            return Err(StageError::transient(
+                "styling abandoned (the work was given up)",
+            ));
         }
         let batch: Vec<Frame> = frames
             .by_ref()
