@@ -2,9 +2,50 @@
 //! Storage in the cloud. Everything goes through [`Store`], whose writes come in two kinds: plain
 //! overwrites (chunks, status snapshots, logs) and create-only writes for what must happen once
 //! (manifest, done markers, output), which report whether this call created the object.
+//!
+//! # Files in and out
+//!
+//! Videos move between local files and the store with [`Store::upload`] and [`Store::download`],
+//! which stream: memory stays at a few parts whatever the size of the file (inputs may be many
+//! GiB, and the aggregator on Azure has 2 GiB).
+//!
+//! - **Remote stores** get a multipart upload in parts of [`UPLOAD_PART_SIZE`], at most
+//!   [`UPLOAD_PARTS_IN_FLIGHT`] at a time. The parts are invisible until the upload commits, all
+//!   at once. object_store's multipart upload has no create-only mode, so a create-only upload
+//!   commits to a staging object, `<top>/.staging/<rest of the path>` (in the same container as
+//!   the destination, so that the copy stays on the server), copies it create-only to its name
+//!   ([`CopyMode::Create`](object_store::CopyMode::Create)), waits until the copy has the whole
+//!   size (Azure may finish a large copy in the background) and deletes the staging object. The
+//!   staging name is fixed per destination: a retry overwrites what a killed attempt left, and
+//!   an upload that finds the name taken removes it.
+//! - **The local folder** bypasses object_store's own staging (files named `<name>#<n>` that a
+//!   kill leaves behind). A create-only upload of a file inside the store's folder (scratch space
+//!   is `<data>/scratch` by default, so a finished output is there) is a hard link of the file to
+//!   its name, which fails if the name is taken: atomic, instant, nothing staged. An overwrite
+//!   copies such a file to a temporary file beside it and renames that into place. A file from
+//!   elsewhere (a user's video) is never linked, so that the store does not share a file its
+//!   owner may rewrite: it is copied to a temporary file in the destination's folder, named so
+//!   that listings leave it out, then linked create-only or renamed into place.
+//! - **Downloads** stream into a temporary file of their own beside the target, renamed at the
+//!   end: concurrent downloads to one target do not share a partial file, and the target holds a
+//!   whole object or what it held before.
+//!
+//! # Leftovers
+//!
+//! A process killed in the middle of a transfer can leave its temporary file (named
+//! `.stylefleet-upload-*` or `.stylefleet-download-*`) in the scratch folder, or in a rare case a
+//! staging object in the store (a small JSON write killed inside object_store's local backend,
+//! the copy of a file from outside the folder, or a remote upload killed between its commit and
+//! its copy).
+//! None of them is ever read as an object. [`Store::sweep_scratch`] and [`Store::sweep_staging`],
+//! called when a process starts, remove those older than [`SWEEP_AGE`].
 
+use std::fs::Permissions;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -12,11 +53,40 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{
     GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    WriteMultipart,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The size of one part of a streamed upload. Azure takes at most 50,000 blocks per blob, so
+/// this allows objects of up to 390 GiB.
+pub const UPLOAD_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Parts of one upload in flight at once: an upload holds at most one more part than this in
+/// memory.
+pub const UPLOAD_PARTS_IN_FLIGHT: usize = 4;
+
+/// The folder, at the top of each container (or top-level folder), where create-only uploads to a
+/// remote store are staged before their copy to the final name.
+pub const STAGING_DIR: &str = ".staging";
+
+/// How long a temporary file or staging object must have been left untouched before a sweep
+/// removes it. A live transfer touches its file with every part, and a staging object lives for
+/// the seconds between its commit and its copy, so this only ever catches what a killed process
+/// left.
+pub const SWEEP_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// Prefix of the temporary files of uploads (beside the source, or in the destination's folder).
+const UPLOAD_PREFIX: &str = ".stylefleet-upload-";
+/// Suffix of the same: object_store's local backend treats `<name>#<digits>` as its own staging
+/// name and leaves it out of listings, so a temporary file in the store is never listed.
+const UPLOAD_SUFFIX: &str = "#0";
+/// Prefix of the temporary files of downloads.
+const DOWNLOAD_PREFIX: &str = ".stylefleet-download-";
+/// Prefix of the temporary files of pinned fetches (`Store::fetch_pinned`).
+const FETCH_PREFIX: &str = ".fetch-";
 
 /// Errors from the store, classified: [`StoreError::is_transient`] ones are retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -116,10 +186,20 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     /// The backend.
     inner: Arc<dyn ObjectStore>,
-    /// The folder behind a local store: ffmpeg reads sources there directly instead of a copy.
-    local_root: Option<PathBuf>,
+    /// The folder behind a local store: ffmpeg reads sources there directly instead of a copy,
+    /// and files move in and out with file-system calls.
+    local: Option<Local>,
     /// How the store was named, for messages.
     spec: String,
+}
+
+/// A store in a local folder.
+#[derive(Debug, Clone)]
+struct Local {
+    /// The folder.
+    root: PathBuf,
+    /// The backend, typed: it maps object names to files exactly as it stores them.
+    fs: Arc<LocalFileSystem>,
 }
 
 impl Store {
@@ -134,7 +214,7 @@ impl Store {
         if spec.contains("://") {
             return crate::azure::open_store(spec).map(|inner| Store {
                 inner,
-                local_root: None,
+                local: None,
                 spec: spec.to_owned(),
             });
         }
@@ -151,16 +231,17 @@ impl Store {
             context: format!("cannot resolve the store folder {}", root.display()),
             source,
         })?;
-        let inner = LocalFileSystem::new_with_prefix(&root)
+        let fs = LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| StoreError::Config {
                 spec: root.display().to_string(),
                 reason: e.to_string(),
             })?
             .with_automatic_cleanup(true);
+        let fs = Arc::new(fs);
         Ok(Store {
-            inner: Arc::new(inner),
+            inner: fs.clone(),
             spec: root.display().to_string(),
-            local_root: Some(root),
+            local: Some(Local { root, fs }),
         })
     }
 
@@ -168,7 +249,7 @@ impl Store {
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, spec: impl Into<String>) -> Self {
         Store {
             inner,
-            local_root: None,
+            local: None,
             spec: spec.into(),
         }
     }
@@ -185,7 +266,7 @@ impl Store {
 
     /// The file behind `path` when the store is a local folder.
     pub fn local_path(&self, path: &str) -> Option<PathBuf> {
-        self.local_root.as_ref().map(|root| root.join(path))
+        self.local.as_ref().map(|local| local.root.join(path))
     }
 
     /// Writes `bytes` at `path`, replacing what was there.
@@ -294,18 +375,26 @@ impl Store {
     }
 
     /// Copies an object into a local file, streaming; the file appears complete or not at all.
+    /// The bytes go to a temporary file of this call's own beside `to` (named
+    /// `.stylefleet-download-*`), renamed to `to` at the end: any number of downloads to one
+    /// target may run at once, and a killed one leaves no file that [`Store::sweep_scratch`]
+    /// would not remove.
     pub async fn download(&self, path: &str, to: &Path) -> Result<()> {
         let io = |context: String| move |source| StoreError::Io { context, source };
-        let partial = to.with_extension("part");
         let result = self
             .inner
             .get(&StorePath::from(path))
             .await
             .map_err(|e| StoreError::backend(path, e))?;
+        let folder = parent_of(to);
+        let partial = temp_file(folder, DOWNLOAD_PREFIX, "")
+            .map_err(io(format!("cannot create a file in {}", folder.display())))?;
+        let mut file = tokio::fs::File::from_std(
+            partial
+                .reopen()
+                .map_err(io(format!("cannot open {}", partial.path().display())))?,
+        );
         let mut stream = result.into_stream();
-        let mut file = tokio::fs::File::create(&partial)
-            .await
-            .map_err(io(format!("cannot create {}", partial.display())))?;
         while let Some(chunk) = stream
             .try_next()
             .await
@@ -313,14 +402,16 @@ impl Store {
         {
             file.write_all(&chunk)
                 .await
-                .map_err(io(format!("cannot write {}", partial.display())))?;
+                .map_err(io(format!("cannot write {}", partial.path().display())))?;
         }
         file.sync_all()
             .await
-            .map_err(io(format!("cannot sync {}", partial.display())))?;
-        tokio::fs::rename(&partial, to)
-            .await
-            .map_err(io(format!("cannot rename to {}", to.display())))
+            .map_err(io(format!("cannot sync {}", partial.path().display())))?;
+        partial.persist(to).map_err(|e| StoreError::Io {
+            context: format!("cannot rename to {}", to.display()),
+            source: e.error,
+        })?;
+        Ok(())
     }
 
     /// A readable local file for `path`: the file itself in a local store, otherwise a copy in
@@ -435,20 +526,460 @@ impl Store {
         Ok((fingerprint, to))
     }
 
-    /// Uploads a local file to `path`; create-only when `create_only` (returns whether it created).
+    /// Uploads a local file to `path`, streaming; create-only when `create_only`, in which case it
+    /// returns whether this call created the object (`false`: the name was taken, and what is
+    /// there is left as it was). Either way the object appears whole or not at all, and a kill at
+    /// any point leaves nothing at `path` (see the module docs for how, per backend).
+    ///
+    /// In a local store, a create-only upload of a file inside the store's folder (scratch space
+    /// is there by default) makes the object a hard link of `from`: the two are then one file, so
+    /// a caller must not rewrite `from` in place afterwards (deleting it, or replacing it by a
+    /// rename, is fine). A file from elsewhere is copied.
     pub async fn upload(&self, from: &Path, path: &str, create_only: bool) -> Result<bool> {
-        let bytes = tokio::fs::read(from)
+        let Some(local) = &self.local else {
+            return self.upload_parts(from, path, create_only).await;
+        };
+        let to = local
+            .fs
+            .path_to_filesystem(&StorePath::from(path))
+            .map_err(|e| StoreError::backend(path, e))?;
+        let (root, from) = (local.root.clone(), from.to_owned());
+        tokio::task::spawn_blocking(move || upload_file(&root, &from, &to, create_only))
+            .await
+            .map_err(|e| StoreError::Io {
+                context: format!("the upload to {path} stopped"),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    /// [`Store::upload`] to a remote store: a multipart upload, committed at once; create-only
+    /// through a staging object and a create-only copy.
+    async fn upload_parts(&self, from: &Path, path: &str, create_only: bool) -> Result<bool> {
+        let to = StorePath::from(path);
+        let staging = create_only.then(|| StorePath::from(staging_path(path)));
+        if let Some(staging) = &staging
+            && self.exists(path).await?
+        {
+            // What a killed attempt may have left under the staging name is of no use now.
+            self.forget_staging(path, staging).await;
+            return Ok(false);
+        }
+        let target = staging.as_ref().unwrap_or(&to);
+        let mut file = tokio::fs::File::open(from)
             .await
             .map_err(|source| StoreError::Io {
                 context: format!("cannot read {}", from.display()),
                 source,
             })?;
-        if create_only {
-            self.put_create(path, bytes).await
-        } else {
-            self.put(path, bytes).await.map(|()| true)
+        let upload = self
+            .inner
+            .put_multipart(target)
+            .await
+            .map_err(|e| StoreError::backend(target.as_ref(), e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_SIZE);
+        let size = match send_parts(&mut file, from, &mut writer, target.as_ref()).await {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
+        writer
+            .finish()
+            .await
+            .map_err(|e| StoreError::backend(target.as_ref(), e))?;
+        let Some(staging) = staging else {
+            return Ok(true);
+        };
+        let created = match self.inner.copy_if_not_exists(&staging, &to).await {
+            Ok(()) => {
+                self.wait_for_copy(path, size).await?;
+                true
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => false,
+            // A concurrent upload to the same name shares the staging name: when it copied and
+            // deleted first, the name is taken.
+            Err(object_store::Error::NotFound { .. }) if self.exists(path).await? => false,
+            Err(e) => return Err(StoreError::backend(path, e)),
+        };
+        self.forget_staging(path, &staging).await;
+        Ok(created)
+    }
+
+    /// Deletes the staging object of an upload to `path`; failing that, a sweep will.
+    async fn forget_staging(&self, path: &str, staging: &StorePath) {
+        if let Err(e) = self.delete(staging.as_ref()).await {
+            tracing::warn!(%path, error = %e, "cannot delete the staging object of an upload");
         }
     }
+
+    /// Waits until `path` has `size` bytes. A server-side copy on Azure may finish in the
+    /// background; the staging object it reads must outlive it.
+    async fn wait_for_copy(&self, path: &str, size: u64) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + COPY_WAIT;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let now = self.head(path).await?.map(|meta| meta.size);
+            if now == Some(size) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Io {
+                    context: format!("the copy of the upload to {path} did not finish"),
+                    source: std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        format!("{now:?} bytes of {size} after {COPY_WAIT:?}"),
+                    ),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Removes what killed transfers left in `dir` (the scratch folder, the cache of pinned
+    /// fetches) and in its subfolders: temporary files of uploads, downloads and
+    /// pinned fetches that nothing has touched for `older_than` (use [`SWEEP_AGE`]). Other files
+    /// are never touched, and a missing folder is no error. Returns how many files it removed.
+    /// Meant for process start, before the first transfer; safe while others run.
+    pub async fn sweep_scratch(dir: &Path, older_than: Duration) -> Result<usize> {
+        let dir = dir.to_owned();
+        run_blocking("sweeping the scratch folder", move || {
+            sweep_folder(&dir, older_than, &|name| {
+                name.starts_with(UPLOAD_PREFIX)
+                    || name.starts_with(DOWNLOAD_PREFIX)
+                    || name.starts_with(FETCH_PREFIX)
+            })
+        })
+        .await
+    }
+
+    /// Removes the staging that killed writes left in the store itself, once untouched for
+    /// `older_than` (use [`SWEEP_AGE`]); returns how many it removed. In a local folder: the
+    /// `<name>#<digits>` files object_store's local backend stages small writes in, and the
+    /// temporary files of uploads (copies of files from outside the folder, or staged in scratch
+    /// space inside it); none is ever listed or read as an object.
+    /// In a remote store: objects under `<top>/.staging/` (see the module docs). Meant for
+    /// process start; safe while others run.
+    pub async fn sweep_staging(&self, older_than: Duration) -> Result<usize> {
+        if let Some(local) = &self.local {
+            let root = local.root.clone();
+            return run_blocking("sweeping the store folder", move || {
+                sweep_folder(&root, older_than, &|name| {
+                    name.starts_with(UPLOAD_PREFIX) || is_backend_staging(name)
+                })
+            })
+            .await;
+        }
+        let top = self
+            .inner
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| StoreError::backend("", e))?;
+        let Some(cutoff) = chrono::Duration::from_std(older_than)
+            .ok()
+            .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+        else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for prefix in top.common_prefixes {
+            let staging = if prefix.as_ref() == STAGING_DIR {
+                prefix.to_string()
+            } else {
+                format!("{prefix}/{STAGING_DIR}")
+            };
+            for meta in self.list(&staging).await? {
+                if meta.last_modified < cutoff {
+                    self.delete(meta.location.as_ref()).await?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// How long a create-only upload waits for its server-side copy to finish.
+const COPY_WAIT: Duration = Duration::from_secs(600);
+
+/// The staging name of a create-only upload to a remote store: `<top>/.staging/<rest>`, in the
+/// destination's container.
+fn staging_path(path: &str) -> String {
+    match path.split_once('/') {
+        Some((top, rest)) => format!("{top}/{STAGING_DIR}/{rest}"),
+        None => format!("{STAGING_DIR}/{path}"),
+    }
+}
+
+/// Reads `file` in parts of [`UPLOAD_PART_SIZE`] into `writer`, at most
+/// [`UPLOAD_PARTS_IN_FLIGHT`] parts in flight; returns the size.
+async fn send_parts(
+    file: &mut tokio::fs::File,
+    from: &Path,
+    writer: &mut WriteMultipart,
+    target: &str,
+) -> Result<u64> {
+    let mut size = 0u64;
+    loop {
+        writer
+            .wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT)
+            .await
+            .map_err(|e| StoreError::backend(target, e))?;
+        let mut part = vec![0u8; UPLOAD_PART_SIZE];
+        let mut filled = 0;
+        while filled < part.len() {
+            let n = file
+                .read(&mut part[filled..])
+                .await
+                .map_err(|source| StoreError::Io {
+                    context: format!("cannot read {}", from.display()),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            return Ok(size);
+        }
+        part.truncate(filled);
+        size += filled as u64;
+        writer.put(Bytes::from(part));
+        if filled < UPLOAD_PART_SIZE {
+            return Ok(size);
+        }
+        between_parts()?;
+    }
+}
+
+/// The fault point between two parts of an upload (for tests that kill an upload half-way).
+fn between_parts() -> Result<()> {
+    crate::fault::hit("store.upload.mid").map_err(|e| StoreError::Io {
+        context: "upload".into(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// [`Store::upload`] to a local store whose folder is `root`, `from` to the file `to` (blocking).
+///
+/// A file inside `root` is the store's own (the scratch folder lives there by default): a
+/// create-only upload links it, an overwrite stages its copy beside it. A file from elsewhere (a
+/// user's video) is copied, staged in the destination's folder under a name listings leave out:
+/// the store never shares a file that someone else may rewrite, and writes nothing beside it.
+fn upload_file(root: &Path, from: &Path, to: &Path, create_only: bool) -> Result<bool> {
+    let io = |context: String| move |source| StoreError::Io { context, source };
+    // Resolved, so that a symbolic link is linked as the file it names and judged by its place.
+    let from = &from
+        .canonicalize()
+        .map_err(io(format!("cannot read {}", from.display())))?;
+    let owned = from.starts_with(root);
+    let folder = parent_of(to);
+    std::fs::create_dir_all(folder).map_err(io(format!("cannot create {}", folder.display())))?;
+    if create_only {
+        if owned {
+            // The link publishes the name: the bytes behind it must be on disk first.
+            sync_file(from)?;
+            match std::fs::hard_link(from, to) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+                // Another file system under the folder, or no links there: copy.
+                Err(e) if cannot_link(&e) => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        context: format!("cannot link {} to {}", from.display(), to.display()),
+                        source: e,
+                    });
+                }
+            }
+        }
+        let staged = copy_to_temp(from, &[folder])?;
+        return match std::fs::hard_link(staged.path(), to) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StoreError::Io {
+                context: format!(
+                    "cannot link {} to {}",
+                    staged.path().display(),
+                    to.display()
+                ),
+                source: e,
+            }),
+        };
+    }
+    // Beside the source, a kill leaves the copy in scratch space rather than in the store.
+    let staged = if owned {
+        copy_to_temp(from, &[parent_of(from), folder])?
+    } else {
+        copy_to_temp(from, &[folder])?
+    };
+    match staged.persist(to) {
+        Ok(_) => Ok(true),
+        // Beside the source was on another file system after all.
+        Err(e) if cannot_link(&e.error) => {
+            drop(e.file);
+            copy_to_temp(from, &[folder])?
+                .persist(to)
+                .map(|_| true)
+                .map_err(|e| StoreError::Io {
+                    context: format!("cannot rename to {}", to.display()),
+                    source: e.error,
+                })
+        }
+        Err(e) => Err(StoreError::Io {
+            context: format!("cannot rename to {}", to.display()),
+            source: e.error,
+        }),
+    }
+}
+
+/// A complete, synced copy of `from` in a temporary file in the first of `folders` that takes
+/// one, copied in parts of [`UPLOAD_PART_SIZE`] by the kernel (no bytes pass through this
+/// process).
+fn copy_to_temp(from: &Path, folders: &[&Path]) -> Result<tempfile::NamedTempFile> {
+    let io = |context: String| move |source| StoreError::Io { context, source };
+    let mut made = Err(std::io::Error::from(ErrorKind::NotFound));
+    let mut folder = Path::new(".");
+    for candidate in folders {
+        folder = candidate;
+        made = temp_file(folder, UPLOAD_PREFIX, UPLOAD_SUFFIX);
+        if made.is_ok() {
+            break;
+        }
+    }
+    let mut staged = made.map_err(io(format!("cannot create a file in {}", folder.display())))?;
+    let mut source =
+        std::fs::File::open(from).map_err(io(format!("cannot read {}", from.display())))?;
+    loop {
+        let copied = std::io::copy(
+            &mut (&mut source).take(UPLOAD_PART_SIZE as u64),
+            staged.as_file_mut(),
+        )
+        .map_err(io(format!(
+            "cannot copy {} to {}",
+            from.display(),
+            staged.path().display()
+        )))?;
+        if copied < UPLOAD_PART_SIZE as u64 {
+            break;
+        }
+        between_parts()?;
+    }
+    staged
+        .as_file()
+        .sync_all()
+        .map_err(io(format!("cannot sync {}", staged.path().display())))?;
+    Ok(staged)
+}
+
+/// A new temporary file in `folder`, readable as the umask allows like any file the store writes
+/// (a temporary file is private by default, and it becomes an object by a rename).
+fn temp_file(
+    folder: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .permissions(Permissions::from_mode(0o666))
+        .tempfile_in(folder)
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| StoreError::Io {
+            context: format!("cannot sync {}", path.display()),
+            source,
+        })
+}
+
+/// Whether a link (or a rename) failed for want of one file system, rather than for a reason a
+/// copy would meet too.
+fn cannot_link(e: &std::io::Error) -> bool {
+    use nix::libc;
+    e.kind() == ErrorKind::CrossesDevices
+        || matches!(
+            e.raw_os_error(),
+            // No links on this file system, too many, or not allowed for this user (Linux's
+            // protected hard links refuse links to files of other users).
+            Some(libc::EPERM | libc::EMLINK | libc::EOPNOTSUPP)
+        )
+}
+
+/// The folder a file is in (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether `name` is object_store's local staging name: `<name>#<digits>`.
+fn is_backend_staging(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the files under `dir` whose names `matches` and whose status has not changed for
+/// `older_than` (the change time: a write, a link or a rename all refresh it, unlike the
+/// modification time of a freshly linked old file).
+fn sweep_folder(
+    dir: &Path,
+    older_than: Duration,
+    matches: &dyn Fn(&str) -> bool,
+) -> std::io::Result<usize> {
+    let cutoff = SystemTime::now()
+        .checked_sub(older_than)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut removed = 0;
+    let mut folders = vec![dir.to_owned()];
+    while let Some(folder) = folders.pop() {
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            // Not followed: a link to elsewhere is not ours to sweep.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_dir() {
+                folders.push(entry.path());
+                continue;
+            }
+            let changed = SystemTime::UNIX_EPOCH
+                + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().max(0) as u32);
+            let name = entry.file_name();
+            if meta.is_file() && changed <= cutoff && name.to_str().is_some_and(matches) {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+async fn run_blocking(
+    what: &'static str,
+    work: impl FnOnce() -> std::io::Result<usize> + Send + 'static,
+) -> Result<usize> {
+    let io = |source| StoreError::Io {
+        context: what.to_owned(),
+        source,
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)
 }
 
 fn json_bytes<T: Serialize>(path: &str, value: &T) -> Result<Vec<u8>> {
@@ -519,6 +1050,17 @@ mod tests {
         assert!(store.list("jobs/none").await.unwrap().is_empty());
     }
 
+    #[test]
+    fn staging_names_stay_in_the_destination_container() {
+        assert_eq!(staging_path("output/s/v.mp4"), "output/.staging/s/v.mp4");
+        assert_eq!(staging_path("v.mp4"), ".staging/v.mp4");
+        assert!(is_backend_staging("status.json#1"));
+        assert!(is_backend_staging(".stylefleet-upload-aB3#0"));
+        assert!(!is_backend_staging("clip#take2.mp4"));
+        assert!(!is_backend_staging("clip#"));
+        assert!(!is_backend_staging("clip.mp4"));
+    }
+
     #[tokio::test]
     async fn download_is_complete_or_absent() {
         let dir = tempfile::tempdir().unwrap();
@@ -537,5 +1079,10 @@ mod tests {
                 .is_err()
         );
         assert!(!dir.path().join("b.bin").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }
