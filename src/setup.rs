@@ -218,6 +218,23 @@ pub fn worker_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// Removes what killed transfers left behind (temporary files in the scratch folder, staging in
+/// the store) once nothing has touched them for [`SWEEP_AGE`](crate::store::SWEEP_AGE). Every
+/// long-lived process calls it at start; a failure is only logged.
+pub async fn sweep_leftovers(ctx: &Context) {
+    let age = crate::store::SWEEP_AGE;
+    match crate::store::Store::sweep_scratch(&ctx.scratch, age).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed temporary files of killed transfers"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep the scratch folder"),
+    }
+    match ctx.store.sweep_staging(age).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed staging of killed uploads"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep the store's staging"),
+    }
+}
+
 /// Opens the stores and the queue `location` names and returns the context every stage takes.
 /// `settings` plan and encode new jobs; `STYLEFLEET_RETRY_MIN_SECS` overrides the first retry
 /// delay.

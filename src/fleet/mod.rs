@@ -45,6 +45,7 @@ pub async fn run(
     options: &FleetOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    crate::setup::sweep_leftovers(ctx).await;
     let aggregator = {
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();

@@ -259,7 +259,14 @@ impl StyleStage {
         let stylizer = tokio::task::spawn_blocking(move || Stylizer::new(&spec, options, &device))
             .await
             .map_err(|e| StageError::Transient(Failure::new("the model task stopped", e)))?
-            .map_err(|e| StageError::Permanent(Failure::new("cannot load the style", e)))?;
+            .map_err(|e| {
+                // The local copy's name is a hash: name the image as the user knows it.
+                let what = match manifest.style.image_path() {
+                    Some(image) => format!("cannot load the style image {image}"),
+                    None => "cannot load the style".to_owned(),
+                };
+                StageError::Permanent(Failure::new(what, e))
+            })?;
         let stylizer = Arc::new(stylizer);
         self.current = Some((key, stylizer.clone()));
         Ok(stylizer)
