@@ -183,7 +183,20 @@ impl SqliteQueue {
                 source: Some(Box::new(source)),
             })?;
         }
-        let conn = open_connection(&path, &config)?;
+        // Two processes opening a new database at once (two `process` commands started
+        // together) can meet SQLITE_BUSY where SQLite does not call the busy handler (switching
+        // the journal to WAL, creating the schema): retry that within the busy timeout.
+        let started = std::time::Instant::now();
+        let conn = loop {
+            match open_connection(&path, &config) {
+                Ok(conn) => break conn,
+                Err(e) if e.is_transient() && started.elapsed() < config.busy_timeout => {
+                    tracing::debug!(error = %e, "the queue database is busy; opening again");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -710,6 +723,28 @@ impl Queue for SqliteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_database_opened_by_many_at_once_opens_for_all() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join(format!("queue-{round}.sqlite"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let openers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteQueue::open(&path, QueueConfig::default()).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                let opened = opener.join().expect("the opener runs");
+                assert!(opened.is_ok(), "round {round}: {opened:?}");
+            }
+        }
+    }
 
     #[test]
     fn busy_and_locked_are_transient_and_the_rest_fatal() {
