@@ -12,12 +12,13 @@
 //! - **Remote stores** get a multipart upload in parts of [`UPLOAD_PART_SIZE`], at most
 //!   [`UPLOAD_PARTS_IN_FLIGHT`] at a time. The parts are invisible until the upload commits, all
 //!   at once. object_store's multipart upload has no create-only mode, so a create-only upload
-//!   commits to a staging object, `<top>/.staging/<rest of the path>` (in the same container as
-//!   the destination, so that the copy stays on the server), copies it create-only to its name
-//!   ([`CopyMode::Create`](object_store::CopyMode::Create)), waits until the copy has the whole
-//!   size (Azure may finish a large copy in the background) and deletes the staging object. The
-//!   staging name is fixed per destination: a retry overwrites what a killed attempt left, and
-//!   an upload that finds the name taken removes it.
+//!   commits to a staging object, `<top>/.staging/<rest of the path>.<attempt>` (in the same
+//!   container as the destination, so that the copy stays on the server), copies it create-only
+//!   to its name ([`CopyMode::Create`](object_store::CopyMode::Create)), waits until the copy has
+//!   the whole size (Azure may finish a large copy in the background) and deletes the staging
+//!   object. Each attempt stages under a name of its own, so two uploads of one name at once
+//!   never share uncommitted blocks (the loser finds the name taken); what a killed attempt left
+//!   is swept.
 //! - **The local folder** bypasses object_store's own staging (files named `<name>#<n>` that a
 //!   kill leaves behind). A create-only upload of a file inside the store's folder (scratch space
 //!   is `<data>/scratch` by default, so a finished output is there) is a hard link of the file to
@@ -566,12 +567,8 @@ impl Store {
     /// through a staging object and a create-only copy.
     async fn upload_parts(&self, from: &Path, path: &str, create_only: bool) -> Result<bool> {
         let to = StorePath::from(path);
-        let staging = create_only.then(|| StorePath::from(staging_path(path)));
-        if let Some(staging) = &staging
-            && self.exists(path).await?
-        {
-            // What a killed attempt may have left under the staging name is of no use now.
-            self.forget_staging(path, staging).await;
+        let staging = create_only.then(|| StorePath::from(staging_path(path, &upload_attempt())));
+        if create_only && self.exists(path).await? {
             return Ok(false);
         }
         let target = staging.as_ref().unwrap_or(&to);
@@ -607,9 +604,6 @@ impl Store {
                 true
             }
             Err(object_store::Error::AlreadyExists { .. }) => false,
-            // A concurrent upload to the same name shares the staging name: when it copied and
-            // deleted first, the name is taken.
-            Err(object_store::Error::NotFound { .. }) if self.exists(path).await? => false,
             Err(e) => return Err(StoreError::backend(path, e)),
         };
         self.forget_staging(path, &staging).await;
@@ -780,8 +774,12 @@ mod tests {
 
     #[test]
     fn staging_names_stay_in_the_destination_container() {
-        assert_eq!(staging_path("output/s/v.mp4"), "output/.staging/s/v.mp4");
-        assert_eq!(staging_path("v.mp4"), ".staging/v.mp4");
+        assert_eq!(
+            staging_path("output/s/v.mp4", "7-0"),
+            "output/.staging/s/v.mp4.7-0"
+        );
+        assert_eq!(staging_path("v.mp4", "7-1"), ".staging/v.mp4.7-1");
+        assert_ne!(upload_attempt(), upload_attempt());
         assert!(is_backend_staging("status.json#1"));
         assert!(is_backend_staging(".stylefleet-upload-aB3#0"));
         assert!(!is_backend_staging("clip#take2.mp4"));

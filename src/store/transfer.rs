@@ -8,13 +8,27 @@ use super::*;
 /// How long a create-only upload waits for its server-side copy to finish.
 pub(super) const COPY_WAIT: Duration = Duration::from_secs(600);
 
-/// The staging name of a create-only upload to a remote store: `<top>/.staging/<rest>`, in the
-/// destination's container.
-pub(super) fn staging_path(path: &str) -> String {
+/// The staging name of one create-only upload to a remote store:
+/// `<top>/.staging/<rest>.<attempt>`, in the destination's container. The attempt (`<pid>-<n>`,
+/// unique in this process) keeps two uploads of one name apart: sharing a staging blob, one's
+/// commit would discard the other's uncommitted blocks (Azure answers `InvalidBlockList`), as
+/// two `process` commands storing the same video at once did.
+pub(super) fn staging_path(path: &str, attempt: &str) -> String {
     match path.split_once('/') {
-        Some((top, rest)) => format!("{top}/{STAGING_DIR}/{rest}"),
-        None => format!("{STAGING_DIR}/{path}"),
+        Some((top, rest)) => format!("{top}/{STAGING_DIR}/{rest}.{attempt}"),
+        None => format!("{STAGING_DIR}/{path}.{attempt}"),
     }
+}
+
+/// A name for one upload attempt, unique among this host's processes: `<pid>-<n>`.
+pub(super) fn upload_attempt() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Reads `file` in parts of [`UPLOAD_PART_SIZE`] into `writer`, at most
