@@ -322,25 +322,24 @@ fn a_worker_killed_at(point: &str) -> (Case, String, u32, BTreeMap<u32, String>)
     assert_eq!(case.only_job(), job);
     assert_one_output(&case.data, &job, &case.clip, &case.other, Some(&case.out));
 
-    // The killed attempt never wrote its log; the batch it held came back as a second delivery.
-    // Every other batch ran once.
+    // The killed attempt never wrote its log. The batch it held comes back as a second delivery
+    // when its lock expires; when it was already done (killed after its marker), the job may
+    // finish first, and the batch then has no log at all. Every other batch ran once.
     let mut logs = batch_logs(&case.data, &job);
-    assert_eq!(
-        logs.len(),
-        BATCHES_PER_JOB,
-        "a log for every batch: {logs:#?}"
-    );
+    let unlogged: Vec<u32> = (0..BATCHES_PER_JOB as u32)
+        .filter(|b| !logs.contains_key(b))
+        .collect();
     let redelivered: Vec<u32> = logs
         .iter()
         .filter(|(_, attempts)| attempts.keys().any(|&a| a > 1))
         .map(|(&b, _)| b)
         .collect();
-    assert_eq!(
-        redelivered.len(),
-        1,
-        "only the killed batch was delivered again: {logs:#?}"
-    );
-    let killed = redelivered[0];
+    let killed = match (&unlogged[..], &redelivered[..]) {
+        ([], [batch]) | ([batch], []) => *batch,
+        _ => panic!(
+            "exactly one batch, the killed one, is delivered again or left without a log: {logs:#?}"
+        ),
+    };
     for (batch, attempts) in &logs {
         if *batch == killed {
             continue;
@@ -356,12 +355,16 @@ fn a_worker_killed_at(point: &str) -> (Case, String, u32, BTreeMap<u32, String>)
             attempts[&1]
         );
     }
-    let killed_logs = logs.remove(&killed).unwrap();
+    let killed_logs = logs.remove(&killed).unwrap_or_default();
     (case, job, killed, killed_logs)
 }
 
-/// The redelivery of a batch whose marker exists did not style it again.
+/// The redelivery of a batch whose marker exists did not style it again (or there was none
+/// before the job was done: its done marker, checked with the output, is the first attempt's).
 fn assert_not_restyled(batch: u32, logs: &BTreeMap<u32, String>) {
+    if logs.is_empty() {
+        return;
+    }
     assert_eq!(
         logs.keys().copied().collect::<Vec<_>>(),
         vec![2],
