@@ -33,13 +33,28 @@ fn s(p: &Path) -> &str {
 /// Constant frame rate H.264 (B-frames, a keyframe every 12 frames) with AAC audio as long as
 /// the video.
 pub fn cfr_with_aac(dir: &Path, w: u32, h: u32, frames: u32, fps: u32) -> PathBuf {
-    let out = path(dir, &format!("cfr_{w}x{h}_{frames}f_{fps}fps.mp4"));
+    let name = format!("cfr_{w}x{h}_{frames}f_{fps}fps.mp4");
+    pattern_with_aac(dir, &name, "testsrc2", w, h, frames, fps)
+}
+
+/// [`cfr_with_aac`] with the pictures of the lavfi video source `pattern` (`testsrc2`,
+/// `smptebars`, `mandelbrot`, `rgbtestsrc`...), written as `dir/<name>`.
+pub fn pattern_with_aac(
+    dir: &Path,
+    name: &str,
+    pattern: &str,
+    w: u32,
+    h: u32,
+    frames: u32,
+    fps: u32,
+) -> PathBuf {
+    let out = path(dir, name);
     let duration = f64::from(frames) / f64::from(fps);
     ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
-        &format!("testsrc2=size={w}x{h}:rate={fps}"),
+        &format!("{pattern}=size={w}x{h}:rate={fps}"),
         "-f",
         "lavfi",
         "-i",

@@ -8,42 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::clips::ffmpeg;
-
 /// A clip of `frames` frames at 25 fps, `w`x`h`, from the lavfi video source `pattern`
 /// (`testsrc2`, `smptebars`, `mandelbrot`, `rgbtestsrc`...), with a 440 Hz AAC track, written as
 /// `dir/<name>`.
 pub fn pattern_clip(dir: &Path, name: &str, pattern: &str, w: u32, h: u32, frames: u32) -> PathBuf {
-    let out = dir.join(name);
-    let duration = f64::from(frames) / 25.0;
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("{pattern}=size={w}x{h}:rate=25"),
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-frames:v",
-        &frames.to_string(),
-        "-t",
-        &format!("{duration}"),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        "12",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "64k",
-        out.to_str().expect("test paths are UTF-8"),
-    ]);
-    out
+    super::clips::pattern_with_aac(dir, name, pattern, w, h, frames, 25)
 }
 
 /// PSNR (dB, luma and chroma averaged) of every frame of `a` against the same frame of `b`, in
