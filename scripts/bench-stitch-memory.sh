@@ -22,18 +22,7 @@ batch="${BATCH:-250}"
 cargo build --quiet --example stitch_memory --example transfer_memory
 stitch_bin=target/debug/examples/stitch_memory
 transfer_bin=target/debug/examples/transfer_memory
-azurite_bin=node_modules/.bin/azurite-blob
-[[ -x "$azurite_bin" ]] || { echo "Azurite is missing: run scripts/install-deps.sh" >&2; exit 1; }
-
-work="$(mktemp -d -t stylefleet-stitch-bench.XXXXXX)"
-azurite_pid=
-cleanup() {
-    [[ -n "$azurite_pid" ]] && kill "$azurite_pid" 2>/dev/null && wait "$azurite_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory"
+source scripts/bench-common.sh stylefleet-stitch-bench
 echo "making a video of at least $size_mib MiB in $work"
 ffmpeg -hide_banner -nostdin -v error -f lavfi -i "nullsrc=size=640x360:rate=25,geq=random(1)*255:128:128" \
     -frames:v 250 -c:v libx264 -preset ultrafast -qp 0 -pix_fmt yuv420p "$work/clip.mp4"
@@ -45,14 +34,7 @@ rm "$work/clip.mp4"
 echo "source: $(stat -c %s "$work/video.mp4") bytes, $(ffprobe -v error -select_streams v:0 \
     -count_packets -show_entries stream=nb_read_packets -of csv=p=0 "$work/video.mp4") frames"
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$azurite_bin" --blobHost 127.0.0.1 --blobPort "$port" --location "$work/azurite" --silent \
-    --skipApiVersionCheck --loose --disableTelemetry >"$work/azurite.log" 2>&1 &
-azurite_pid=$!
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
+start_azurite
 azure_env=(AZURE_STORAGE_USE_EMULATOR=true "AZURITE_BLOB_STORAGE_URL=http://127.0.0.1:$port"
     AZURE_STORAGE_ACCOUNT_NAME=devstoreaccount1 STYLEFLEET_STORE=az://stitchbench)
 

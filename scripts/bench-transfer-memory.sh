@@ -27,18 +27,7 @@ else
     cargo build --quiet --example transfer_memory
     bin=target/debug/examples/transfer_memory
 fi
-azurite_bin=node_modules/.bin/azurite-blob
-[[ -x "$azurite_bin" ]] || { echo "Azurite is missing: run scripts/install-deps.sh" >&2; exit 1; }
-
-work="$(mktemp -d -t stylefleet-bench.XXXXXX)"
-azurite_pid=
-cleanup() {
-    [[ -n "$azurite_pid" ]] && kill "$azurite_pid" 2>/dev/null && wait "$azurite_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory"
+source scripts/bench-common.sh stylefleet-bench
 echo "making a video of at least $size_mib MiB in $work"
 ffmpeg -hide_banner -nostdin -v error -f lavfi -i testsrc2=size=1920x1080:rate=30 -t 10 \
     -c:v libx264 -preset ultrafast -qp 0 -pix_fmt yuv420p "$work/clip.mp4"
@@ -56,14 +45,7 @@ bytes="$(stat -c %s "$video")"
 echo "video: $bytes bytes ($(( bytes / 1048576 )) MiB), $(ffprobe -v error -select_streams v:0 \
     -show_entries stream=codec_name,width,height,nb_frames -of csv=p=0 "$video")"
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$azurite_bin" --blobHost 127.0.0.1 --blobPort "$port" --location "$work/azurite" --silent \
-    --skipApiVersionCheck --loose --disableTelemetry >"$work/azurite.log" 2>&1 &
-azurite_pid=$!
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
+start_azurite
 export AZURE_STORAGE_USE_EMULATOR=true
 export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$port"
 export AZURE_STORAGE_ACCOUNT_NAME=devstoreaccount1
