@@ -6,6 +6,14 @@ param registryName string
 @description('Principal (object) id that receives the role.')
 param principalId string
 
+@description('User, Group or ServicePrincipal (managed identities are ServicePrincipal).')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'ServicePrincipal'
+
 @description('Id (GUID) of the built-in role definition.')
 param roleId string
 
@@ -18,7 +26,7 @@ resource assignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: registry
   properties: {
     principalId: principalId
-    principalType: 'ServicePrincipal'
+    principalType: principalType
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
   }
 }
