@@ -76,7 +76,7 @@ param operatorPrincipalId string = ''
 ])
 param operatorPrincipalType string = 'User'
 
-@description('Public IP ranges (CIDR) from which operators read the system account; the compute subnets and trusted Azure services are always admitted.')
+@description('Public IPv4 addresses (bare, or with /32, which is stripped) or ranges (CIDR, /30 or wider) from which operators read the system account; the compute (through its private endpoint) and trusted Azure services are always admitted. Azure Storage refuses /31.')
 param operatorIpRanges array = []
 
 @description('Days deleted blobs and containers stay recoverable.')
@@ -154,15 +154,33 @@ module storage 'modules/storage.bicep' = {
     location: location
     dataAccountName: names.dataAccount
     systemAccountName: names.systemAccount
-    computeSubnetIds: [
-      network.outputs.workersSubnetId
-      network.outputs.functionsSubnetId
-    ]
     operatorIpRanges: operatorIpRanges
     softDeleteDays: softDeleteDays
     jobRetentionDays: jobRetentionDays
     logRetentionDays: logRetentionDays
     workspaceId: monitoring.outputs.workspaceId
+    tags: tags
+  }
+}
+
+// The compute reaches both accounts through private endpoints (the Functions subnet may carry no
+// service endpoint); the zone resolves the accounts' blob names to them inside the network.
+module privateLink 'modules/private-link.bicep' = {
+  name: 'private-link'
+  params: {
+    location: location
+    vnetId: network.outputs.vnetId
+    subnetId: network.outputs.endpointsSubnetId
+    accounts: [
+      {
+        name: storage.outputs.dataAccountName
+        id: storage.outputs.dataAccountId
+      }
+      {
+        name: storage.outputs.systemAccountName
+        id: storage.outputs.systemAccountId
+      }
+    ]
     tags: tags
   }
 }
@@ -217,9 +235,11 @@ module functions 'modules/functions.bicep' = {
     subnetId: network.outputs.functionsSubnetId
     tags: tags
   }
-  // The host must find its storage and queues authorised when it first starts.
+  // The host must find its storage authorised, and reachable through the private endpoint,
+  // when it first starts.
   dependsOn: [
     roles
+    privateLink
   ]
 }
 
@@ -249,9 +269,11 @@ module workers 'modules/workers.bicep' = {
     systemAccountId: storage.outputs.systemAccountId
     tags: tags
   }
-  // Image pull and KEDA both need their roles before the first revision starts.
+  // Image pull and KEDA need their roles, and the worker its storage path, before the first
+  // revision starts.
   dependsOn: [
     roles
+    privateLink
   ]
 }
 
@@ -278,6 +300,7 @@ module aggregator 'modules/aggregator.bicep' = {
   // Image pull, KEDA and the aggregator's own queue and storage access need their roles first.
   dependsOn: [
     roles
+    privateLink
   ]
 }
 

@@ -1,6 +1,12 @@
 // The virtual network that keeps the compute private: the worker environment and the
-// Functions app run in delegated subnets, and the system storage account admits only these
-// subnets (through service endpoints), trusted Azure services and the operators' addresses.
+// Functions app run in delegated subnets of their own, and both storage accounts have a private
+// endpoint in a third subnet (private-link.bicep), which is how the compute reaches them.
+//
+// No subnet carries a service endpoint. Microsoft's Flex Consumption documentation says the
+// subnet a function app integrates with can't be used for other purposes such as service
+// endpoints, and its Flex Consumption VNet samples reach storage through a private endpoint
+// and a private DNS zone instead; with that zone linked here, the workers' subnet resolves the
+// accounts to the same private endpoints, so a service endpoint there would carry nothing.
 
 @description('Region of the network.')
 param location string
@@ -24,6 +30,15 @@ resource workersNsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = {
 
 resource functionsNsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = {
   name: '${name}-functions'
+  location: location
+  tags: tags
+  properties: {
+    securityRules: []
+  }
+}
+
+resource endpointsNsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = {
+  name: '${name}-endpoints'
   location: location
   tags: tags
   properties: {
@@ -55,18 +70,14 @@ resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' = {
               }
             }
           ]
-          serviceEndpoints: [
-            {
-              service: 'Microsoft.Storage'
-            }
-          ]
           networkSecurityGroup: {
             id: workersNsg.id
           }
         }
       }
       {
-        // Flex Consumption integrates through the same delegation as Container Apps.
+        // Flex Consumption integrates through the same delegation as Container Apps, but may
+        // not share a subnet with a Container Apps environment.
         name: 'functions'
         properties: {
           addressPrefix: '10.40.2.0/24'
@@ -78,13 +89,19 @@ resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' = {
               }
             }
           ]
-          serviceEndpoints: [
-            {
-              service: 'Microsoft.Storage'
-            }
-          ]
           networkSecurityGroup: {
             id: functionsNsg.id
+          }
+        }
+      }
+      {
+        // The private endpoints of the two storage accounts (blob), nothing else.
+        name: 'endpoints'
+        properties: {
+          addressPrefix: '10.40.3.0/27'
+          privateEndpointNetworkPolicies: 'Disabled'
+          networkSecurityGroup: {
+            id: endpointsNsg.id
           }
         }
       }
@@ -97,3 +114,9 @@ output workersSubnetId string = '${vnet.id}/subnets/workers'
 
 @description('Subnet the Functions app integrates with.')
 output functionsSubnetId string = '${vnet.id}/subnets/functions'
+
+@description('Subnet of the storage private endpoints.')
+output endpointsSubnetId string = '${vnet.id}/subnets/endpoints'
+
+@description('Resource id of the virtual network (private DNS zones link to it).')
+output vnetId string = vnet.id

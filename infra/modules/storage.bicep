@@ -3,7 +3,9 @@
 // - data: what users touch. Containers input, output, styles, jobs. Outside users reach it
 //   only through short-lived single-blob SAS URLs minted with a user delegation key.
 // - system: what must stay out of their reach: logs, the Functions package and host state,
-//   undeliverable events, archived diagnostics. Admitted networks only.
+//   undeliverable events, archived diagnostics. Reached by the compute through its private
+//   endpoint (private-link.bicep); its public endpoint admits only trusted Azure services and
+//   the operators' addresses.
 //
 // Both: Entra ID only (shared keys disabled, so no account key or key-signed SAS works),
 // TLS 1.2, HTTPS only, no anonymous blob access, infrastructure encryption.
@@ -21,10 +23,7 @@ param dataAccountName string
 @maxLength(24)
 param systemAccountName string
 
-@description('Subnets admitted to the system account.')
-param computeSubnetIds array
-
-@description('Public IP ranges (CIDR) admitted to the system account, for operators reading logs.')
+@description('Public IPv4 addresses or ranges (CIDR, /30 or wider) admitted to the system account, for operators reading logs. A single address may be written with or without /32.')
 param operatorIpRanges array
 
 @description('Days deleted blobs and containers stay recoverable.')
@@ -168,7 +167,7 @@ resource dataLifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@202
 resource system 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_206:Logs, packages and dead-lettered events are rebuilt or re-sent, and ZRS already survives a zone outage; geo-replication would only double their cost.
   // checkov:skip=CKV_AZURE_43:The name is a parameter (checkov cannot evaluate it); main.bicep computes it as take(toLower(prefix) + 'sys' + uniqueString(...), 24), lowercase letters and digits within 24 characters.
-  // checkov:skip=CKV_AZURE_59:Public network access stays enabled only so the firewall rules can admit the compute subnets and operator addresses; the default action is Deny.
+  // checkov:skip=CKV_AZURE_59:Public network access stays enabled only so the firewall can admit trusted Azure services (Event Grid dead-lettering, diagnostics) and the operators' addresses; the default action is Deny, and the compute comes in through the private endpoint.
   name: systemAccountName
   location: location
   tags: tags
@@ -189,12 +188,14 @@ resource system 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       defaultAction: 'Deny'
       // Trusted services: Event Grid dead-lettering and diagnostic settings, with their own identities.
       bypass: 'AzureServices, Logging, Metrics'
-      virtualNetworkRules: [for subnetId in computeSubnetIds: {
-        id: subnetId
-        action: 'Allow'
-      }]
+      // The compute reaches this account through its private endpoint, which the firewall
+      // does not filter; no subnet needs a rule.
+      virtualNetworkRules: []
+      // The storage firewall rejects /31 and /32 prefixes: a single address must be given
+      // bare. A /32 is stripped here; a /31 fails the deployment (deploy.sh refuses it first:
+      // give its two addresses instead).
       ipRules: [for range in operatorIpRanges: {
-        value: range
+        value: endsWith(range, '/32') ? replace(range, '/32', '') : range
         action: 'Allow'
       }]
     }
