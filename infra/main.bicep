@@ -93,6 +93,9 @@ param jobRetentionDays int = 30
 @maxValue(730)
 param logRetentionDays int = 30
 
+@description('Email address told of every alert (dead letters, Event Grid delivery failures and dead-lettered events, failed splitter invocations, container restarts); empty: the alerts fire into an action group without a receiver.')
+param alertEmail string = ''
+
 @description('Tags for every resource.')
 param tags object = {
   application: 'stylefleet'
@@ -135,6 +138,7 @@ module monitoring 'modules/monitoring.bicep' = {
     workspaceName: names.workspace
     insightsName: names.insights
     retentionDays: logRetentionDays
+    alertEmail: alertEmail
     tags: tags
   }
 }
@@ -191,6 +195,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     location: location
     namespaceName: names.serviceBus
     workspaceId: monitoring.outputs.workspaceId
+    actionGroupId: monitoring.outputs.actionGroupId
     tags: tags
   }
 }
@@ -233,6 +238,7 @@ module functions 'modules/functions.bicep' = {
     insightsName: monitoring.outputs.insightsName
     workspaceId: monitoring.outputs.workspaceId
     subnetId: network.outputs.functionsSubnetId
+    actionGroupId: monitoring.outputs.actionGroupId
     tags: tags
   }
   // The host must find its storage authorised, and reachable through the private endpoint,
@@ -267,6 +273,7 @@ module workers 'modules/workers.bicep' = {
     namespaceName: serviceBus.outputs.namespaceName
     workspaceId: monitoring.outputs.workspaceId
     systemAccountId: storage.outputs.systemAccountId
+    actionGroupId: monitoring.outputs.actionGroupId
     tags: tags
   }
   // Image pull and KEDA need their roles, and the worker its storage path, before the first
@@ -295,6 +302,7 @@ module aggregator 'modules/aggregator.bicep' = {
     dataAccountName: storage.outputs.dataAccountName
     systemAccountName: storage.outputs.systemAccountName
     namespaceName: serviceBus.outputs.namespaceName
+    actionGroupId: monitoring.outputs.actionGroupId
     tags: tags
   }
   // Image pull, KEDA and the aggregator's own queue and storage access need their roles first.
@@ -315,6 +323,7 @@ module events 'modules/events.bicep' = {
     functionAppId: functions.outputs.appId
     subscribe: subscribeSplitter
     workspaceId: monitoring.outputs.workspaceId
+    actionGroupId: monitoring.outputs.actionGroupId
     tags: tags
   }
   dependsOn: [

@@ -69,6 +69,9 @@ param namespaceName string
 @description('RUST_LOG filter for the aggregator.')
 param rustLog string = 'info'
 
+@description('Action group the alerts notify.')
+param actionGroupId string
+
 @description('Tags for every resource.')
 param tags object
 
@@ -213,6 +216,43 @@ resource aggregator 'Microsoft.App/containerApps@2025-01-01' = if (!empty(aggreg
         ]
       }
     }
+  }
+}
+
+// Container restarts: a crash, an out-of-memory kill or a failed liveness probe (a replica that
+// KEDA scales in is stopped, not restarted, and does not count).
+resource restartAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (!empty(aggregatorImage)) {
+  name: '${appName}-restarts'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'An aggregator container restarted (crash, out of memory, e.g. a full disk, or a failed liveness probe): its stitch returns to the queue after the lock expires. See ContainerAppSystemLogs and ContainerAppConsoleLogs.'
+    severity: 2
+    enabled: true
+    scopes: [
+      aggregator.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: 'restarts'
+          metricNamespace: 'Microsoft.App/containerApps'
+          metricName: 'RestartCount'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Maximum'
+          criterionType: 'StaticThresholdCriterion'
+        }
+      ]
+    }
+    actions: [
+      {
+        actionGroupId: actionGroupId
+      }
+    ]
   }
 }
 

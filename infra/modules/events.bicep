@@ -34,6 +34,9 @@ param subscribe bool
 @description('Log Analytics workspace for delivery failures.')
 param workspaceId string
 
+@description('Action group the alerts notify.')
+param actionGroupId string
+
 @description('Tags for every resource.')
 param tags object
 
@@ -124,6 +127,60 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
     ]
   }
 }
+
+// An event the splitter could not take (the function down, failing, or missing) is retried for a
+// day and then dead-lettered to the system account: both are worth an operator's attention.
+// DeliveryAttemptFailCount fires on the first failed attempt, DeadLetteredCount when Event Grid
+// gives up on an upload.
+var topicAlerts = [
+  {
+    name: 'delivery-failures'
+    metric: 'DeliveryAttemptFailCount'
+    severity: 2
+    description: 'Event Grid failed to deliver an upload event to the splitter (it retries for 24 hours): check the function app and its logs.'
+  }
+  {
+    name: 'dead-lettered-events'
+    metric: 'DeadLetteredCount'
+    severity: 1
+    description: 'Event Grid gave up on an upload event and wrote it to the eventgrid-deadletter container of the system account: the upload was never split; re-upload or replay it.'
+  }
+]
+
+resource topicAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = [for alert in topicAlerts: {
+  name: '${topicName}-${alert.name}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: alert.description
+    severity: alert.severity
+    enabled: true
+    scopes: [
+      topic.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: alert.name
+          metricNamespace: 'Microsoft.EventGrid/systemTopics'
+          metricName: alert.metric
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Total'
+          criterionType: 'StaticThresholdCriterion'
+        }
+      ]
+    }
+    actions: [
+      {
+        actionGroupId: actionGroupId
+      }
+    ]
+  }
+}]
 
 @description('Name of the system topic.')
 output topicName string = topic.name

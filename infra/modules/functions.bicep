@@ -44,6 +44,9 @@ param maximumInstanceCount int = 40
 @description('RUST_LOG filter for the handler.')
 param rustLog string = 'info'
 
+@description('Action group the alerts notify.')
+param actionGroupId string
+
 @description('Tags for every resource.')
 param tags object
 
@@ -195,6 +198,44 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
       {
         category: 'FunctionAppLogs'
         enabled: true
+      }
+    ]
+  }
+}
+
+// A failed splitter invocation (the Functions host records each one as a failed request in
+// Application Insights). Event Grid retries it, so one failure is not yet a lost upload, but a
+// splitter that keeps failing shows here first.
+resource failureAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${appName}-failures'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'The splitter function failed (Event Grid retries it): see FunctionAppLogs and the traces in Application Insights.'
+    severity: 2
+    enabled: true
+    scopes: [
+      insights.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: 'failed-invocations'
+          metricNamespace: 'microsoft.insights/components'
+          metricName: 'requests/failed'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Count'
+          criterionType: 'StaticThresholdCriterion'
+        }
+      ]
+    }
+    actions: [
+      {
+        actionGroupId: actionGroupId
       }
     ]
   }

@@ -16,6 +16,9 @@ param insightsName string
 @maxValue(730)
 param retentionDays int
 
+@description('Email address told of every alert; empty creates the action group without a receiver (add one later in the portal or redeploy with it).')
+param alertEmail string = ''
+
 @description('Tags for every resource.')
 param tags object
 
@@ -49,6 +52,28 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
     DisableLocalAuth: true
   }
 }
+
+// Every alert of the deployment notifies this group: dead letters, Event Grid delivery failures
+// and dead-lettered events, failed splitter invocations, restarting workers or aggregators.
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: '${workspaceName}-alerts'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'stylefleet'
+    enabled: true
+    emailReceivers: empty(alertEmail) ? [] : [
+      {
+        name: 'operator'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+@description('Resource id of the action group every alert notifies.')
+output actionGroupId string = actionGroup.id
 
 @description('Resource id of the Log Analytics workspace.')
 output workspaceId string = workspace.id

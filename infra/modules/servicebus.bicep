@@ -37,6 +37,9 @@ param namespaceName string
 @description('Log Analytics workspace for operational logs and metrics.')
 param workspaceId string
 
+@description('Action group the alerts notify.')
+param actionGroupId string
+
 @description('Tags for every resource.')
 param tags object
 
@@ -152,6 +155,11 @@ resource deadLetterAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
         }
       ]
     }
+    actions: [
+      {
+        actionGroupId: actionGroupId
+      }
+    ]
   }
   dependsOn: [
     batches

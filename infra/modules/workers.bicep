@@ -83,6 +83,9 @@ param systemAccountId string
 @description('RUST_LOG filter for the worker.')
 param rustLog string = 'info'
 
+@description('Action group the alerts notify.')
+param actionGroupId string
+
 @description('Tags for every resource.')
 param tags object
 
@@ -315,6 +318,43 @@ resource worker 'Microsoft.App/containerApps@2025-01-01' = if (!empty(workerImag
         ]
       }
     }
+  }
+}
+
+// Container restarts: a crash, an out-of-memory kill or a failed liveness probe (a replica that
+// KEDA scales in is stopped, not restarted, and does not count).
+resource restartAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (!empty(workerImage)) {
+  name: '${appName}-restarts'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'A worker container restarted (crash, out of memory, or a failed liveness probe): its batch returns to the queue after the lock expires. See ContainerAppSystemLogs and ContainerAppConsoleLogs.'
+    severity: 2
+    enabled: true
+    scopes: [
+      worker.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: 'restarts'
+          metricNamespace: 'Microsoft.App/containerApps'
+          metricName: 'RestartCount'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Maximum'
+          criterionType: 'StaticThresholdCriterion'
+        }
+      ]
+    }
+    actions: [
+      {
+        actionGroupId: actionGroupId
+      }
+    ]
   }
 }
 
