@@ -27,6 +27,15 @@ param aggregatorImage string = ''
 ])
 param workerCompute string = 'gpu-t4'
 
+@description('When workerCompute changes: the previous value, so the environment keeps the old GPU profile until the worker app has moved off it. deploy.sh sets it and then deploys once more without it; none otherwise.')
+@allowed([
+  'none'
+  'gpu-t4'
+  'gpu-a100'
+  'cpu'
+])
+param previousWorkerCompute string = 'none'
+
 @description('Most worker replicas at once; each holds one GPU. Bounds the bill under a flood of uploads.')
 @minValue(1)
 @maxValue(100)
@@ -259,6 +268,7 @@ module workers 'modules/workers.bicep' = {
     workerImage: workerImage
     registryLoginServer: registry.outputs.loginServer
     workerCompute: workerCompute
+    previousWorkerCompute: previousWorkerCompute
     maxWorkers: maxWorkers
     batchesPerWorker: batchesPerWorker
     activationBatches: activationBatches

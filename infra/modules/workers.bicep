@@ -28,6 +28,15 @@ param registryLoginServer string
 ])
 param workerCompute string
 
+@description('The workerCompute the worker app runs on now, while it moves to another (its GPU profile stays in the environment for this deployment); none otherwise.')
+@allowed([
+  'none'
+  'gpu-t4'
+  'gpu-a100'
+  'cpu'
+])
+param previousWorkerCompute string = 'none'
+
 @description('Most worker replicas at once.')
 @minValue(1)
 @maxValue(100)
@@ -92,25 +101,24 @@ param tags object
 var storageSuffix = environment().suffixes.storage
 
 // A replica takes a whole GPU (the serverless GPU profiles give one per replica); CPU workers
-// take the largest consumption replica.
+// take the largest consumption replica. Each GPU profile is named after its type, so a changed
+// workerCompute adds a new profile and moves the app to it instead of changing the type of a
+// profile in use.
 var computeProfiles = {
   'gpu-t4': {
-    profileName: 'gpu'
-    profileType: 'Consumption-GPU-NC8as-T4'
+    profileName: 'NC8as-T4'
     cpu: 8
     memory: '56Gi'
     device: 'cuda'
   }
   'gpu-a100': {
-    profileName: 'gpu'
-    profileType: 'Consumption-GPU-NC24-A100'
+    profileName: 'NC24-A100'
     cpu: 24
     memory: '220Gi'
     device: 'cuda'
   }
   cpu: {
     profileName: 'Consumption'
-    profileType: 'Consumption'
     cpu: 4
     memory: '8Gi'
     device: 'cpu'
@@ -119,20 +127,36 @@ var computeProfiles = {
 
 var compute = computeProfiles[workerCompute]
 
+// The GPU workload profile each choice needs in the environment (none for CPU workers).
+var gpuProfiles = {
+  'gpu-t4': [
+    {
+      name: 'NC8as-T4'
+      workloadProfileType: 'Consumption-GPU-NC8as-T4'
+    }
+  ]
+  'gpu-a100': [
+    {
+      name: 'NC24-A100'
+      workloadProfileType: 'Consumption-GPU-NC24-A100'
+    }
+  ]
+  cpu: []
+  none: []
+}
+
 var consumptionProfile = {
   name: 'Consumption'
   workloadProfileType: 'Consumption'
 }
 
-var workloadProfiles = workerCompute == 'cpu' ? [
+// While the app moves from one GPU profile to another, the environment keeps both: the old one
+// may only go once no app runs on it (deploy.sh deploys once more without previousWorkerCompute).
+var keptProfiles = previousWorkerCompute == workerCompute ? [] : gpuProfiles[previousWorkerCompute]
+
+var workloadProfiles = concat([
   consumptionProfile
-] : [
-  consumptionProfile
-  {
-    name: compute.profileName
-    workloadProfileType: compute.profileType
-  }
-]
+], gpuProfiles[workerCompute], keptProfiles)
 
 // Kubernetes may kill a replica this long after SIGTERM: the batch grace plus time to abandon
 // an unfinished message and flush logs. Container Apps caps it at 600 seconds.
