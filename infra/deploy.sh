@@ -230,4 +230,4 @@ fi
 
 store=$(deployment_output "$group" "$deployment" storeUrl)
 say "deployed: images $worker_image and $aggregator_image, function app $function_app"
-say "next: STYLEFLEET_STORE=$store AZURE_USE_AZURE_CLI=true infra/smoke.sh -g $group"
+say "STYLEFLEET_STORE=$store; next: infra/smoke.sh -g $group"

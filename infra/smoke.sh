@@ -30,7 +30,7 @@ Options:
   -g, --resource-group NAME   resource group of the deployment (default: stylefleet)
       --clip FILE             video to send (default: the Big Buck Bunny clip of
                               scripts/fetch-footage.sh, .cache/footage/bigbuckbunny.mp4)
-      --style NAME            built-in style, the folder under input/ (default: candy)
+      --style NAME            built-in style, the folder under input/ (default: starry-blue)
       --timeout SECONDS       give up after this long (default: 1800)
       --stylefleet PATH       the stylefleet CLI (default: stylefleet on PATH)
       --dry-run               print every external command instead of running it
@@ -40,7 +40,7 @@ EOF
 
 group=stylefleet
 clip=.cache/footage/bigbuckbunny.mp4
-style=candy
+style=starry-blue
 timeout=1800
 stylefleet=stylefleet
 

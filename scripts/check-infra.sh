@@ -165,11 +165,11 @@ expect "deploy.sh /31" "$out" "refuses /31"
 out=$(dry smoke.sh --clip clip.mp4)
 expect smoke.sh "$out" \
   "+ ffprobe -v error -select_streams v:0 -count_frames -show_entries stream=nb_read_frames -of csv=p=0 clip.mp4" \
-  "+ stylefleet sas upload input/candy/smoke-" \
+  "+ stylefleet sas upload input/starry-blue/smoke-" \
   "+ az storage blob upload --blob-url <upload-sas-url> --file clip.mp4 --type block" \
   "+ az storage blob list --auth-mode login --account-name <dataAccountName> -c jobs" \
-  "+ az storage blob exists --auth-mode login --account-name <dataAccountName> -c output -n candy/smoke-" \
-  "+ stylefleet sas download output/candy/smoke-" \
+  "+ az storage blob exists --auth-mode login --account-name <dataAccountName> -c output -n starry-blue/smoke-" \
+  "+ stylefleet sas download output/starry-blue/smoke-" \
   "+ az storage blob download --blob-url <download-sas-url>" \
   "smoke test passed"
 
