@@ -17,10 +17,13 @@
 //! - [`settings`]: batch size, limits, encoder, retry policy.
 //! - [`setup`]: the [`stage::Context`] built from a [`setup::Location`] (flags or environment), shared
 //!   by the CLI, the Functions app and the worker container.
+//! - [`access`]: the deployment's access matrix (`infra/access.json`) and the guard that holds a
+//!   process to its identity's grants in tests (`STYLEFLEET_IDENTITY`).
 //! - [`fault`]: named fault points that tests arm through the environment (crash or fail at a step).
 //! - [`lifecycle`]: logging and shutdown signals, shared by the same three executables.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod azure;
 pub mod consume;
 pub mod dlq;

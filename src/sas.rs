@@ -69,6 +69,10 @@ impl fmt::Display for SasDirection {
 /// Why a URL was not minted.
 #[derive(Debug, thiserror::Error)]
 pub enum SasError {
+    /// The identity this process is held to (`STYLEFLEET_IDENTITY`, in tests) may not sign this
+    /// URL: it lacks the delegator role or the container role the URL would grant.
+    #[error("{0}")]
+    Denied(String),
     /// The blob lies outside the one container its direction allows.
     #[error("{direction} URLs are only minted for a blob under {container}/, not {blob:?}")]
     OutOfScope {
@@ -170,6 +174,7 @@ pub async fn mint_with(
     check_ttl(ttl)?;
     let object = scope(blob, direction)?;
     check_store_url(store_url)?;
+    check_grants(direction, &object)?;
     refuse_shared_secrets(&builder)?;
     let store = builder
         .with_url(store_url)
@@ -180,6 +185,39 @@ pub async fn mint_with(
         .signed_url(direction.method(), &object, ttl)
         .await
         .map_err(|source| SasError::Sign { source })
+}
+
+/// Under an access guard ([`crate::access`]), checks what Azure checks when it signs: the
+/// delegator role (to get the key) and the role on the container the URL would grant, since a
+/// user delegation SAS never grants more than its signer holds.
+fn check_grants(direction: SasDirection, object: &Path) -> Result<(), SasError> {
+    use crate::access::{Account, BlobAction, Guard};
+    let Some(guard) = Guard::from_env().map_err(|e| SasError::Denied(e.to_string()))? else {
+        return Ok(());
+    };
+    let needs = match direction {
+        SasDirection::Upload => BlobAction::Write,
+        SasDirection::Download => BlobAction::Read,
+    };
+    let blob = format!("{}/{object}", direction.container());
+    guard
+        .check_blob(
+            Account::Data,
+            None,
+            BlobAction::Delegate,
+            "get a user delegation key",
+            "",
+        )
+        .and_then(|()| {
+            guard.check_blob(
+                Account::Data,
+                Some(direction.container()),
+                needs,
+                "sign a SAS",
+                &blob,
+            )
+        })
+        .map_err(|e| SasError::Denied(e.to_string()))
 }
 
 /// Checks that `ttl` lies in `(0, MAX_TTL]`.

@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access::Account;
 use crate::queue::{self, QueueError, sqlite::QueueConfig};
 use crate::settings::Settings;
 use crate::stage::Context;
@@ -129,6 +130,9 @@ pub enum SetupError {
         #[source]
         source: std::io::Error,
     },
+    /// `STYLEFLEET_IDENTITY` (or the matrix it is held to) is unusable.
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
     /// The blocking task that opens the queue stopped.
     #[error("the task opening the queue stopped: {0}")]
     Task(#[source] tokio::task::JoinError),
@@ -206,6 +210,9 @@ pub fn settings_from_env(mut settings: Settings) -> Result<Settings, SetupError>
     if let Some(n) = env_number("STYLEFLEET_MAX_BYTES", 1u64)? {
         settings.limits.max_bytes = n;
     }
+    if let Some(n) = env_number("STYLEFLEET_MAX_QUEUED_PER_JOB", 1u32)? {
+        settings.flood.max_queued_per_job = n;
+    }
     if let Some(d) = env_secs("STYLEFLEET_MAX_DURATION_SECS", false)? {
         settings.limits.max_duration_s = d.as_secs_f64();
     }
@@ -218,17 +225,25 @@ pub fn worker_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// The top-level folders the CLI's `process` and the embedded fleet upload to create-only: the
+/// inputs and style images they store, and the outputs their aggregator writes.
+pub const CLI_UPLOADS: &[&str] = &["input", "styles", "output"];
+
+/// The top-level folder the aggregator uploads to create-only.
+pub const AGGREGATOR_UPLOADS: &[&str] = &["output"];
+
 /// Removes what killed transfers left behind (temporary files in the scratch folder, staging in
-/// the store) once nothing has touched them for [`SWEEP_AGE`](crate::store::SWEEP_AGE). Every
-/// long-lived process calls it at start; a failure is only logged.
-pub async fn sweep_leftovers(ctx: &Context) {
+/// the store under `staged_tops`, the top-level folders this process uploads to create-only) once
+/// nothing has touched them for [`SWEEP_AGE`](crate::store::SWEEP_AGE). Every long-lived process
+/// calls it at start; a failure is only logged.
+pub async fn sweep_leftovers(ctx: &Context, staged_tops: &[&str]) {
     let age = crate::store::SWEEP_AGE;
     match crate::store::Store::sweep_scratch(&ctx.scratch, age).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed temporary files of killed transfers"),
         Err(e) => tracing::warn!(error = %e, "cannot sweep the scratch folder"),
     }
-    match ctx.store.sweep_staging(age).await {
+    match ctx.store.sweep_staging(staged_tops, age).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed staging of killed uploads"),
         Err(e) => tracing::warn!(error = %e, "cannot sweep the store's staging"),
@@ -237,7 +252,8 @@ pub async fn sweep_leftovers(ctx: &Context) {
 
 /// Opens the stores and the queue `location` names and returns the context every stage takes.
 /// `settings` plan and encode new jobs; `STYLEFLEET_RETRY_MIN_SECS` overrides the first retry
-/// delay.
+/// delay. With `STYLEFLEET_IDENTITY`, the stores and the queue refuse what that identity of the
+/// deployment is not granted ([`crate::access`]).
 pub async fn context(location: &Location, mut settings: Settings) -> Result<Context, SetupError> {
     let store_spec = location.store_spec();
     let store = Store::open(&store_spec).map_err(|source| SetupError::Store {
@@ -268,6 +284,21 @@ pub async fn context(location: &Location, mut settings: Settings) -> Result<Cont
     if let Some(min) = env_secs("STYLEFLEET_RETRY_MIN_SECS", true)? {
         settings.retry.min_delay = min;
     }
+    // Tests hold each process to its identity's grants in the deployment (see `access`).
+    let (store, logs, queue) = match crate::access::Guard::from_env()? {
+        Some(guard) => {
+            tracing::info!(
+                identity = guard.who(),
+                "holding this process to its access grants"
+            );
+            (
+                guard.store(&store, Account::Data),
+                guard.store(&logs, Account::System),
+                guard.queue(queue),
+            )
+        }
+        None => (store, logs, queue),
+    };
     let scratch = location.scratch_dir();
     tokio::fs::create_dir_all(&scratch)
         .await

@@ -294,13 +294,19 @@ async fn the_store_sweep_removes_staging_only() {
     }
     assert_eq!(
         store
-            .sweep_staging(Duration::from_secs(3600))
+            .sweep_staging(&["input", "output", "jobs"], Duration::from_secs(3600))
             .await
             .unwrap(),
         0
     );
     assert_eq!(files_under(&root).len(), 4);
-    assert_eq!(store.sweep_staging(Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .sweep_staging(&["input", "output", "jobs"], Duration::ZERO)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(
         files_under(&root),
         ["input/s/clip#take2.mp4", "jobs/j/status.json"]
@@ -317,16 +323,20 @@ async fn the_store_sweep_removes_staging_objects_on_azurite() {
         .await
         .unwrap();
     store.put("jobs/.staging/j/left.json", "{}").await.unwrap();
+    // Another process's staging, in a container this one does not upload to: left alone.
+    store.put("styles/.staging/s.png", "png").await.unwrap();
+    let tops = ["output", "jobs"];
     assert_eq!(
         store
-            .sweep_staging(Duration::from_secs(3600))
+            .sweep_staging(&tops, Duration::from_secs(3600))
             .await
             .unwrap(),
         0
     );
-    assert_eq!(store.sweep_staging(Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(store.sweep_staging(&tops, Duration::ZERO).await.unwrap(), 2);
     assert_eq!(listed(&store, "output").await, ["output/s/kept.mp4"]);
     assert!(listed(&store, "jobs").await.is_empty());
+    assert_eq!(listed(&store, "styles").await, ["styles/.staging/s.png"]);
 }
 
 /// Not a test: the upload a killed child runs (see [`upload_killed_half_way`]).
@@ -444,7 +454,13 @@ async fn a_killed_upload_of_a_users_file_leaves_only_unlisted_staging() {
         assert!(!store.exists("input/s/clip.mp4").await.unwrap());
         assert!(listed(&store, "input").await.is_empty());
         assert_eq!(files_under(&root).len(), 1, "{:?}", files_under(&root));
-        assert_eq!(store.sweep_staging(Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .sweep_staging(&["input", "output", "jobs"], Duration::ZERO)
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(files_under(&root), Vec::<String>::new());
     }
 

@@ -180,7 +180,7 @@ pub async fn run(
     let bound = listener.local_addr().unwrap_or(health_addr);
     // The endpoint lives as long as the process: it also answers while draining.
     tokio::spawn(health::serve(listener, health.clone()));
-    stylefleet::setup::sweep_leftovers(ctx).await;
+    stylefleet::setup::sweep_leftovers(ctx, stylefleet::setup::AGGREGATOR_UPLOADS).await;
     health.set_state(Phase::Ready);
     tracing::info!(
         health = %bound,

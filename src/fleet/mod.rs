@@ -45,7 +45,7 @@ pub async fn run(
     options: &FleetOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    crate::setup::sweep_leftovers(ctx).await;
+    crate::setup::sweep_leftovers(ctx, crate::setup::CLI_UPLOADS).await;
     let aggregator = {
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();

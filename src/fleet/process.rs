@@ -77,7 +77,7 @@ pub async fn process(
         return Err(anyhow::anyhow!("{} is not a file", input.display()).into());
     }
     check_output(input, &request.output)?;
-    crate::setup::sweep_leftovers(ctx).await;
+    crate::setup::sweep_leftovers(ctx, crate::setup::CLI_UPLOADS).await;
     let (spec, folder) = stage_style(ctx, &request.style).await?;
     let name = input
         .file_name()

@@ -663,9 +663,11 @@ impl Store {
     /// `<name>#<digits>` files object_store's local backend stages small writes in, and the
     /// temporary files of uploads (copies of files from outside the folder, or staged in scratch
     /// space inside it); none is ever listed or read as an object.
-    /// In a remote store: objects under `<top>/.staging/` (see the module docs). Meant for
-    /// process start; safe while others run.
-    pub async fn sweep_staging(&self, older_than: Duration) -> Result<usize> {
+    /// In a remote store: objects under `<top>/.staging/` for each of `tops`, the top-level
+    /// folders (containers) this process uploads to create-only (see the module docs): a process
+    /// sweeps only where it may write, and never lists the account's containers, which no
+    /// component of the deployment is granted. Meant for process start; safe while others run.
+    pub async fn sweep_staging(&self, tops: &[&str], older_than: Duration) -> Result<usize> {
         if let Some(local) = &self.local {
             let root = local.root.clone();
             return run_blocking("sweeping the store folder", move || {
@@ -675,11 +677,6 @@ impl Store {
             })
             .await;
         }
-        let top = self
-            .inner
-            .list_with_delimiter(None)
-            .await
-            .map_err(|e| StoreError::backend("", e))?;
         let Some(cutoff) = chrono::Duration::from_std(older_than)
             .ok()
             .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
@@ -687,13 +684,8 @@ impl Store {
             return Ok(0);
         };
         let mut removed = 0;
-        for prefix in top.common_prefixes {
-            let staging = if prefix.as_ref() == STAGING_DIR {
-                prefix.to_string()
-            } else {
-                format!("{prefix}/{STAGING_DIR}")
-            };
-            for meta in self.list(&staging).await? {
+        for top in tops {
+            for meta in self.list(&format!("{top}/{STAGING_DIR}")).await? {
                 if meta.last_modified < cutoff {
                     self.delete(meta.location.as_ref()).await?;
                     removed += 1;

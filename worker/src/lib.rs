@@ -150,7 +150,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<ConsumeReport, WorkerError> {
     let device = select_device(config.device)?;
-    stylefleet::setup::sweep_leftovers(ctx).await;
+    stylefleet::setup::sweep_leftovers(ctx, &[]).await;
     health.set_device(describe(&device));
     tracing::info!(device = %describe(&device), "warming up the model");
     let warm = {
