@@ -151,8 +151,13 @@ impl Drop for Proc {
 
 /// The handler on a free port, with `env`, once it answers.
 async fn start_handler(env: &[(String, String)], dir: &Path) -> (Proc, String) {
+    start_handler_from(&functions_binary(), env, dir).await
+}
+
+/// [`start_handler`] with the handler executable at `binary`.
+async fn start_handler_from(binary: &Path, env: &[(String, String)], dir: &Path) -> (Proc, String) {
     let port = free_port();
-    let mut command = Command::new(functions_binary());
+    let mut command = Command::new(binary);
     command
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
@@ -1009,4 +1014,305 @@ async fn a_stitch_that_cannot_succeed_is_dead_lettered_with_its_reason() {
         aggregator.log()
     );
     assert!(handler.terminate(Duration::from_secs(10)).is_some());
+}
+
+/// A Flex Consumption package is a zip mounted read-only, and the host sets the execute bit only
+/// on the handler: the static ffmpeg and ffprobe beside it may not run. The handler runs copies
+/// with the bit set from its scratch folder instead of refusing to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packaged_tools_without_the_execute_bit_run_from_copies() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let package = dir.path().join("package");
+    std::fs::create_dir_all(&package).unwrap();
+    let handler = package.join("stylefleet-functions");
+    std::fs::copy(functions_binary(), &handler).unwrap();
+    for tool in ["ffmpeg", "ffprobe"] {
+        let system = which(tool);
+        let packaged = package.join(tool);
+        std::fs::copy(&system, &packaged).unwrap();
+        std::fs::set_permissions(&packaged, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let scratch = dir.path().join("scratch");
+    let env = vec![
+        (
+            "STYLEFLEET_STORE".to_owned(),
+            dir.path().join("store").display().to_string(),
+        ),
+        (
+            "STYLEFLEET_QUEUE".to_owned(),
+            dir.path().join("queue.sqlite").display().to_string(),
+        ),
+        (
+            "STYLEFLEET_SCRATCH".to_owned(),
+            scratch.display().to_string(),
+        ),
+    ];
+    // It answers only after ffprobe ran.
+    let (mut proc, _base) = start_handler_from(&handler, &env, dir.path()).await;
+    for tool in ["ffmpeg", "ffprobe"] {
+        let copy = scratch.join("tools").join(tool);
+        let mode = std::fs::metadata(&copy)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", copy.display(), proc.log()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "{tool} copy is not executable");
+    }
+    assert!(proc.log().contains("running copies"), "{}", proc.log());
+    // The package itself is left as it was.
+    let mode = std::fs::metadata(package.join("ffprobe"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+    assert!(proc.terminate(Duration::from_secs(10)).is_some());
+}
+
+/// The path of `tool` on `PATH`.
+fn which(tool: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(tool))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{tool} is not on PATH"))
+}
+
+/// The deployment's access matrix (`infra/access.json`, from which `roles.bicep` creates every
+/// role assignment), enforced: each process of a distributed run holds only its identity's grants
+/// (`STYLEFLEET_IDENTITY`): the splitter as `functions`, two workers as `worker`, the aggregator
+/// as `aggregator`, and the operator's commands (`status`, `dlq list`, `dlq replay`, `sas`) as
+/// `operator`. A refused operation fails as Azure's 403 would, and is also written to a file,
+/// which must stay empty: a refusal the code swallows (a sweep, a log write) counts too. The job
+/// has more batches than its window, so finished batches must post the rest to `batches`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_component_works_within_its_grants() {
+    use stylefleet::access::{Account, Guard, Matrix};
+    let dir = tempfile::tempdir().unwrap();
+    let azurite = Azurite::start();
+    for container in stylefleet::azure::LAYOUT_CONTAINERS {
+        azurite.create_container(container).await;
+    }
+    // The deployment's layout: the data store is the account, each top-level folder a container;
+    // logs go to a store of their own (the system account, here the same emulator account).
+    let account = azurite.account_url();
+    let store = Store::open(&account).unwrap();
+    let queue_file = dir.path().join("queue.sqlite");
+    let queue = sqlite_queue(&queue_file);
+    let denials = dir.path().join("denials.jsonl");
+    let mut env = azurite.env();
+    env.extend([
+        ("STYLEFLEET_STORE".to_owned(), account.clone()),
+        ("STYLEFLEET_LOG_STORE".to_owned(), account.clone()),
+        (
+            "STYLEFLEET_QUEUE".to_owned(),
+            queue_file.display().to_string(),
+        ),
+        ("STYLEFLEET_BATCH_FRAMES".to_owned(), "6".to_owned()),
+        // One batch queued at a time: the other three are posted by the batches before them.
+        ("STYLEFLEET_MAX_QUEUED_PER_JOB".to_owned(), "1".to_owned()),
+        ("STYLEFLEET_LOCK_SECS".to_owned(), "20".to_owned()),
+        ("STYLEFLEET_MAX_DELIVERIES".to_owned(), "10".to_owned()),
+        (
+            "STYLEFLEET_ACCESS_DENIALS".to_owned(),
+            denials.display().to_string(),
+        ),
+    ]);
+    let as_identity = |who: &str| {
+        let mut env = env.clone();
+        env.push(("STYLEFLEET_IDENTITY".to_owned(), who.to_owned()));
+        env
+    };
+    let denied = || std::fs::read_to_string(&denials).unwrap_or_default();
+
+    // The operator uploads the video (in this process, held to the operator's grants).
+    let operator_store = Guard::new("operator", Matrix::deployed().unwrap())
+        .unwrap()
+        .store(&store, Account::Data);
+    let clip = clips::cfr_with_aac(dir.path(), 96, 64, 20, 10);
+    let path = "input/yellow-woodcut/granted.mp4";
+    let (etag, size) = upload(&operator_store, path, &clip).await;
+
+    let mut handler_env = as_identity("functions");
+    handler_env.push((
+        "STYLEFLEET_DATA".to_owned(),
+        dir.path().join("functions").display().to_string(),
+    ));
+    let (mut handler, base) = start_handler(&handler_env, dir.path()).await;
+    let (status, answer) = post(
+        &format!("{base}/splitter"),
+        blob_created(
+            "ev-granted",
+            &format!("{account}/{path}"),
+            "PutBlob",
+            &etag,
+            size,
+        )
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}\n{}\n{}", handler.log(), denied());
+    let job = answer["ReturnValue"]["events"][0]["job"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job: {answer}\n{}", handler.log()))
+        .to_owned();
+    assert_eq!(queue.backlog(BATCHES).await.unwrap(), 1, "a window of one");
+
+    let stylefleet = env!("CARGO_BIN_EXE_stylefleet");
+    let mut workers: Vec<Proc> = (0..2)
+        .map(|i| {
+            let mut command = Command::new(stylefleet);
+            command
+                .args(["worker", "--device", "cpu", "--grace", "5"])
+                .arg("--data")
+                .arg(dir.path().join(format!("worker{i}")))
+                .envs(as_identity("worker"))
+                .env("RAYON_NUM_THREADS", "1")
+                .env("RUST_LOG", "info");
+            Proc::spawn(&format!("worker{i}"), &mut command, dir.path())
+        })
+        .collect();
+    let (mut aggregator, health) = start_aggregator(&as_identity("aggregator"), dir.path()).await;
+    let logs = |procs: &[&Proc]| {
+        procs
+            .iter()
+            .map(|p| p.log())
+            .chain([format!("--- refusals ---\n{}", denied())])
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        for w in &mut workers {
+            w.assert_running();
+        }
+        aggregator.assert_running();
+        if let Some(status) = job_status(&store, &job).await
+            && (status["state"] == "done" || status["state"] == "failed")
+        {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no output in time\n{}",
+            logs(&[&workers[0], &workers[1], &handler, &aggregator])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        status["state"],
+        "done",
+        "{status}\n{}",
+        logs(&[&workers[0], &workers[1], &aggregator])
+    );
+    for proc in [&workers[0], &workers[1], &handler, &aggregator] {
+        assert!(
+            proc.log()
+                .contains("holding this process to its access grants"),
+            "not held to its grants: {}",
+            proc.log()
+        );
+    }
+    let output = status["output"].as_str().unwrap().to_owned();
+    let local = dir.path().join("output.mp4");
+    store.download(&output, &local).await.unwrap();
+    assert_eq!(ffprobe_counts(&local), ffprobe_counts(&clip));
+    assert_eq!(
+        store.list(&format!("jobs/{job}/done")).await.unwrap().len(),
+        4
+    );
+    // The per-job logs reached the log store.
+    assert!(
+        !store.list(&format!("logs/{job}")).await.unwrap().is_empty(),
+        "no per-job logs"
+    );
+
+    // A malformed stitch message: the aggregator dead-letters it (within its grants).
+    queue
+        .send(STITCH, vec![OutgoingMessage::new("bad-stitch", "not json")])
+        .await
+        .unwrap();
+    eventually(
+        "the dead letter",
+        60,
+        || logs(&[&aggregator]),
+        || async { get_json(&health).await.filter(|h| h["dead_lettered"] == 1) },
+    )
+    .await;
+
+    // The operator's commands.
+    let cli = |args: &[&str], who: &str| {
+        let mut command = Command::new(stylefleet);
+        command.args(args).envs(as_identity(who));
+        if args[0] != "sas" {
+            command.arg("--data").arg(dir.path().join("cli"));
+        }
+        command.output().unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = cli(args, "operator");
+        assert!(
+            out.status.success(),
+            "stylefleet {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            denied()
+        );
+        out
+    };
+    let listed: Value = serde_json::from_slice(&ok(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(listed[0]["state"], "done", "{listed}");
+    let dead: Value = serde_json::from_slice(&ok(&["dlq", "list", "--json"]).stdout).unwrap();
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead}");
+    ok(&["dlq", "replay", "--queue-name", STITCH]);
+    // Replayed, it is dead-lettered again: it is still malformed.
+    eventually(
+        "the replayed dead letter",
+        60,
+        || logs(&[&aggregator]),
+        || async { get_json(&health).await.filter(|h| h["dead_lettered"] == 2) },
+    )
+    .await;
+    // A SAS: the operator may sign one (it then stops at the emulator, which a SAS refuses);
+    // a worker holds neither the delegator role nor write on input.
+    let sas = [
+        "sas",
+        "upload",
+        "input/yellow-woodcut/next.mp4",
+        "--store",
+        "https://devstoreaccount1.blob.core.windows.net",
+    ];
+    let out = cli(&sas, "operator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && !stderr.contains("AuthorizationPermissionMismatch")
+            && stderr.contains("refusing to sign"),
+        "{stderr}"
+    );
+    assert!(
+        denied().is_empty(),
+        "refused before the operator's SAS:\n{}",
+        denied()
+    );
+    let out = cli(&sas, "worker");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("AuthorizationPermissionMismatch"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("lacks delegate"), "{stderr}");
+    std::fs::remove_file(&denials).unwrap();
+
+    for w in &mut workers {
+        assert!(
+            w.terminate(Duration::from_secs(20)).is_some(),
+            "{}",
+            w.log()
+        );
+    }
+    assert!(handler.terminate(Duration::from_secs(10)).is_some());
+    assert!(aggregator.terminate(Duration::from_secs(15)).is_some());
+    // Nothing was refused to any component at any point, start and shutdown included.
+    assert!(denied().is_empty(), "refused:\n{}", denied());
 }

@@ -108,6 +108,7 @@ async fn handler() -> anyhow::Result<()> {
     };
     let settings = setup::settings_from_env(Settings::default())?;
     // Every split probes the upload.
+    prepare_tools(&location())?;
     check_tool("ffprobe").await?;
     let ctx = setup::context(&location(), settings).await?;
     let app = App::new(ctx);
@@ -129,6 +130,7 @@ async fn aggregate() -> anyhow::Result<()> {
     let shutdown = lifecycle::shutdown_on_signals("the stitch in hand")?;
     let config = AggregatorConfig::from_env()?;
     // Stitching runs ffmpeg; verifying the output runs ffprobe.
+    prepare_tools(&location())?;
     check_tool("ffmpeg").await?;
     check_tool("ffprobe").await?;
     let location = location();
@@ -145,15 +147,27 @@ async fn aggregate() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the packaged ffmpeg and ffprobe from runnable copies in the scratch folder when the
+/// package left them without the execute bit (a Flex Consumption zip is mounted read-only, and
+/// the host sets the bit only on this handler).
+fn prepare_tools(location: &Location) -> anyhow::Result<()> {
+    let dir = location.scratch_dir().join("tools");
+    let copied = stylefleet::media::runnable_tools(&dir)
+        .with_context(|| format!("copying ffmpeg and ffprobe to {}", dir.display()))?;
+    if let Some(dir) = copied {
+        tracing::info!(
+            dir = %dir.display(),
+            "the packaged ffmpeg and ffprobe are not executable; running copies"
+        );
+    }
+    Ok(())
+}
+
 /// Fails at start, with where it looked, when `tool` (ffmpeg or ffprobe) cannot run. The stages
-/// run them from beside this executable when they are there, else from `PATH`.
+/// run them from beside this executable when they are there (or from runnable copies of those,
+/// see [`prepare_tools`]), else from `PATH`.
 async fn check_tool(tool: &str) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().ok();
-    let beside = exe.as_ref().and_then(|e| e.parent()).map(|d| d.join(tool));
-    let program = match &beside {
-        Some(p) if p.exists() => p.clone(),
-        _ => tool.into(),
-    };
+    let program = stylefleet::media::tool_path(tool);
     let status = tokio::process::Command::new(&program)
         .args(["-hide_banner", "-version"])
         .stdin(std::process::Stdio::null())

@@ -6,6 +6,7 @@
 //! of stderr in the error.
 
 use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
@@ -32,6 +33,9 @@ impl Program {
     }
 
     fn path(self) -> std::path::PathBuf {
+        if let Some(dir) = TOOL_DIR.get() {
+            return dir.join(self.name());
+        }
         // ffmpeg-sidecar looks next to the executable first, then falls back to PATH; its
         // download feature is off, so it never fetches a binary.
         match self {
@@ -39,6 +43,56 @@ impl Program {
             Program::Ffprobe => ffmpeg_sidecar::ffprobe::ffprobe_path(),
         }
     }
+}
+
+/// Where [`runnable_tools`] put runnable copies of the tools, when it had to.
+static TOOL_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The path ffmpeg or ffprobe (`name`) runs from: a runnable copy made by [`runnable_tools`], else
+/// beside this executable when it is there, else `name` on `PATH`.
+pub fn tool_path(name: &str) -> PathBuf {
+    match name {
+        "ffmpeg" => Program::Ffmpeg.path(),
+        "ffprobe" => Program::Ffprobe.path(),
+        other => PathBuf::from(other),
+    }
+}
+
+/// Makes ffmpeg and ffprobe packaged beside this executable runnable when they are not: a
+/// package deployed as a zip (Azure Functions Flex Consumption) is mounted read-only, and the
+/// host sets the execute bit only on the handler it starts. Copies both into `dir` (created, and
+/// made private) with the bit set, and runs every later command from there; returns that folder,
+/// or `None` when nothing had to change (the tools beside the executable run as they are, or
+/// there are none and `PATH` is used).
+pub fn runnable_tools(dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(beside) = std::env::current_exe()?.parent().map(Path::to_path_buf) else {
+        return Ok(None);
+    };
+    let names = [Program::Ffmpeg.name(), Program::Ffprobe.name()];
+    let not_runnable = |name: &str| {
+        std::fs::metadata(beside.join(name))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 == 0)
+    };
+    if !names.iter().any(|n| not_runnable(n)) {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for name in names {
+        let from = beside.join(name);
+        if !from.is_file() {
+            continue;
+        }
+        // Copy under a temporary name, then rename: a concurrent start never runs half a file.
+        let to = dir.join(name);
+        let partial = dir.join(format!(".{name}.{}", std::process::id()));
+        std::fs::copy(&from, &partial)?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&partial, &to)?;
+    }
+    let _ = TOOL_DIR.set(dir.to_path_buf());
+    Ok(Some(dir.to_path_buf()))
 }
 
 /// What a successful run printed.

@@ -29,6 +29,7 @@ pub mod stitch;
 pub mod time;
 pub mod verify;
 
+pub use command::{runnable_tools, tool_path};
 pub use decode::decode_frames;
 pub use encode::{EncoderSettings, encode_chunk};
 pub use error::MediaError;
