@@ -1068,6 +1068,26 @@ async fn packaged_tools_without_the_execute_bit_run_from_copies() {
     assert!(proc.terminate(Duration::from_secs(10)).is_some());
 }
 
+/// Waits up to 300 s for `job` to be `wanted` (or done, which ends every wait); panics with
+/// `logs()` when it is not.
+async fn until_state(store: &Store, job: &str, wanted: &str, logs: impl Fn() -> String) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(status) = job_status(store, job).await
+            && (status["state"] == wanted || status["state"] == "done")
+        {
+            assert_eq!(status["state"], wanted, "{status}\n{}", logs());
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {wanted} in time\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The path of `tool` on `PATH`.
 fn which(tool: &str) -> PathBuf {
     std::env::var_os("PATH")
@@ -1168,6 +1188,10 @@ async fn every_component_works_within_its_grants() {
                 .arg("--data")
                 .arg(dir.path().join(format!("worker{i}")))
                 .envs(as_identity("worker"))
+                // The first batch to finish its chunk fails for good, once across both workers:
+                // a dead letter that the operator's replay must revive.
+                .env("STYLEFLEET_FAULTS", "batch.after-chunk=fail")
+                .env("STYLEFLEET_FAULT_DIR", dir.path().join("faults"))
                 .env("RAYON_NUM_THREADS", "1")
                 .env("RUST_LOG", "info");
             Proc::spawn(&format!("worker{i}"), &mut command, dir.path())
@@ -1182,30 +1206,47 @@ async fn every_component_works_within_its_grants() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        for w in &mut workers {
-            w.assert_running();
-        }
-        aggregator.assert_running();
-        if let Some(status) = job_status(&store, &job).await
-            && (status["state"] == "done" || status["state"] == "failed")
-        {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no output in time\n{}",
-            logs(&[&workers[0], &workers[1], &handler, &aggregator])
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(
-        status["state"],
-        "done",
-        "{status}\n{}",
+    let failed = until_state(&store, &job, "failed", || {
         logs(&[&workers[0], &workers[1], &aggregator])
+    })
+    .await;
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("injected fault"),
+        "{failed}"
     );
+
+    // The operator's commands: see the failure, replay it (which clears the job's failure
+    // record, then sends the batch again).
+    let cli = |args: &[&str], who: &str| {
+        let mut command = Command::new(stylefleet);
+        command.args(args).envs(as_identity(who));
+        if args[0] != "sas" {
+            command.arg("--data").arg(dir.path().join("cli"));
+        }
+        command.output().unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = cli(args, "operator");
+        assert!(
+            out.status.success(),
+            "stylefleet {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            denied()
+        );
+        out
+    };
+    let listed: Value = serde_json::from_slice(&ok(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(listed[0]["state"], "failed", "{listed}");
+    let dead: Value = serde_json::from_slice(&ok(&["dlq", "list", "--json"]).stdout).unwrap();
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead}");
+    ok(&["dlq", "replay", "--job", &job]);
+    let status = until_state(&store, &job, "done", || {
+        logs(&[&workers[0], &workers[1], &aggregator])
+    })
+    .await;
     for proc in [&workers[0], &workers[1], &handler, &aggregator] {
         assert!(
             proc.log()
@@ -1241,25 +1282,6 @@ async fn every_component_works_within_its_grants() {
     )
     .await;
 
-    // The operator's commands.
-    let cli = |args: &[&str], who: &str| {
-        let mut command = Command::new(stylefleet);
-        command.args(args).envs(as_identity(who));
-        if args[0] != "sas" {
-            command.arg("--data").arg(dir.path().join("cli"));
-        }
-        command.output().unwrap()
-    };
-    let ok = |args: &[&str]| {
-        let out = cli(args, "operator");
-        assert!(
-            out.status.success(),
-            "stylefleet {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            denied()
-        );
-        out
-    };
     let listed: Value = serde_json::from_slice(&ok(&["status", "--json"]).stdout).unwrap();
     assert_eq!(listed[0]["state"], "done", "{listed}");
     let dead: Value = serde_json::from_slice(&ok(&["dlq", "list", "--json"]).stdout).unwrap();

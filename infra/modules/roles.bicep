@@ -9,8 +9,9 @@
 // - aggregator: read input; write jobs, output, logs; receive stitch
 // - scaler:     Data Owner on batches and stitch (KEDA reads the counts); pull: AcrPull
 // - events:     write eventgrid-deadletter
-// - operator:   delegate SAS; write input, styles; read jobs, output, logs; send and receive
-//               both queues (dlq replay) - only when an operator is given
+// - operator:   delegate SAS; write input, styles, jobs (dlq replay clears failure records);
+//               read output, logs; send and receive both queues (dlq replay) - only when an
+//               operator is given
 //
 // Data-plane roles only, at the narrowest scope Azure allows (a container, a queue); account
 // scope only where Azure requires it (Storage Blob Delegator, the Functions host's storage).
