@@ -1099,117 +1099,205 @@ fn which(tool: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{tool} is not on PATH"))
 }
 
-/// The deployment's access matrix (`infra/access.json`, from which `roles.bicep` creates every
-/// role assignment), enforced: each process of a distributed run holds only its identity's grants
-/// (`STYLEFLEET_IDENTITY`): the splitter as `functions`, two workers as `worker`, the aggregator
-/// as `aggregator`, and the operator's commands (`status`, `dlq list`, `dlq replay`, `sas`) as
-/// `operator`. A refused operation fails as Azure's 403 would, and is also written to a file,
-/// which must stay empty: a refusal the code swallows (a sweep, a log write) counts too. The job
-/// has more batches than its window, so finished batches must post the rest to `batches`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_component_works_within_its_grants() {
-    use stylefleet::access::{Account, Guard, Matrix};
-    let dir = tempfile::tempdir().unwrap();
-    let azurite = Azurite::start();
-    for container in stylefleet::azure::LAYOUT_CONTAINERS {
-        azurite.create_container(container).await;
+/// A distributed run in which every process is held to its identity's grants in `matrix` (the
+/// deployed `infra/access.json` when `None`; see `stylefleet::access`): Azurite in the
+/// deployment's layout, the SQLite queue, the splitter (`functions`) once it has planned one job
+/// (20 frames in batches of 6, one batch queued at a time, so that finished batches post the
+/// rest to `batches`), two workers (`worker`, with `worker_faults` armed once) and the aggregator
+/// (`aggregator`). Each refusal is also written to a file ([`GrantedRun::denied`]).
+struct GrantedRun {
+    dir: tempfile::TempDir,
+    _azurite: Azurite,
+    store: Store,
+    queue: Arc<dyn Queue>,
+    env: Vec<(String, String)>,
+    denials: PathBuf,
+    clip: PathBuf,
+    job: String,
+    handler: Proc,
+    workers: Vec<Proc>,
+    aggregator: Proc,
+    health: String,
+}
+
+impl GrantedRun {
+    async fn start(matrix: Option<&Value>, worker_faults: Option<&str>) -> GrantedRun {
+        use stylefleet::access::{Account, Guard, Matrix};
+        let dir = tempfile::tempdir().unwrap();
+        let azurite = Azurite::start();
+        for container in stylefleet::azure::LAYOUT_CONTAINERS {
+            azurite.create_container(container).await;
+        }
+        // The deployment's layout: the data store is the account, each top-level folder a
+        // container; logs go to a store of their own (the system account, here the same
+        // emulator account).
+        let account = azurite.account_url();
+        let store = Store::open(&account).unwrap();
+        let queue_file = dir.path().join("queue.sqlite");
+        let queue = sqlite_queue(&queue_file);
+        let denials = dir.path().join("denials.jsonl");
+        let mut env = azurite.env();
+        env.extend([
+            ("STYLEFLEET_STORE".to_owned(), account.clone()),
+            ("STYLEFLEET_LOG_STORE".to_owned(), account.clone()),
+            (
+                "STYLEFLEET_QUEUE".to_owned(),
+                queue_file.display().to_string(),
+            ),
+            ("STYLEFLEET_BATCH_FRAMES".to_owned(), "6".to_owned()),
+            ("STYLEFLEET_MAX_QUEUED_PER_JOB".to_owned(), "1".to_owned()),
+            ("STYLEFLEET_LOCK_SECS".to_owned(), "20".to_owned()),
+            ("STYLEFLEET_MAX_DELIVERIES".to_owned(), "10".to_owned()),
+            (
+                "STYLEFLEET_ACCESS_DENIALS".to_owned(),
+                denials.display().to_string(),
+            ),
+        ]);
+        let deployed = Matrix::deployed().unwrap();
+        let operator = match matrix {
+            Some(m) => {
+                let file = dir.path().join("access.json");
+                std::fs::write(&file, m.to_string()).unwrap();
+                env.push((
+                    "STYLEFLEET_ACCESS_MATRIX".to_owned(),
+                    file.display().to_string(),
+                ));
+                Matrix::parse(&m.to_string()).unwrap()
+            }
+            None => deployed,
+        };
+        let as_identity = |who: &str| {
+            let mut env = env.clone();
+            env.push(("STYLEFLEET_IDENTITY".to_owned(), who.to_owned()));
+            env
+        };
+
+        // The operator uploads the video (in this process, held to the operator's grants).
+        let operator_store = Guard::new("operator", operator)
+            .unwrap()
+            .store(&store, Account::Data);
+        let clip = clips::cfr_with_aac(dir.path(), 96, 64, 20, 10);
+        let path = "input/yellow-woodcut/granted.mp4";
+        let (etag, size) = upload(&operator_store, path, &clip).await;
+
+        let mut handler_env = as_identity("functions");
+        handler_env.push((
+            "STYLEFLEET_DATA".to_owned(),
+            dir.path().join("functions").display().to_string(),
+        ));
+        let (handler, base) = start_handler(&handler_env, dir.path()).await;
+        let (status, answer) = post(
+            &format!("{base}/splitter"),
+            blob_created(
+                "ev-granted",
+                &format!("{account}/{path}"),
+                "PutBlob",
+                &etag,
+                size,
+            )
+            .to_string(),
+        )
+        .await;
+        let denied = std::fs::read_to_string(&denials).unwrap_or_default();
+        assert_eq!(status, 200, "{answer}\n{}\n{denied}", handler.log());
+        let job = answer["ReturnValue"]["events"][0]["job"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no job: {answer}\n{}", handler.log()))
+            .to_owned();
+        assert_eq!(queue.backlog(BATCHES).await.unwrap(), 1, "a window of one");
+
+        let workers: Vec<Proc> = (0..2)
+            .map(|i| {
+                let mut command = Command::new(env!("CARGO_BIN_EXE_stylefleet"));
+                command
+                    .args(["worker", "--device", "cpu", "--grace", "5"])
+                    .arg("--data")
+                    .arg(dir.path().join(format!("worker{i}")))
+                    .envs(as_identity("worker"))
+                    .env("STYLEFLEET_FAULT_DIR", dir.path().join("faults"))
+                    .env("RAYON_NUM_THREADS", "1")
+                    .env("RUST_LOG", "info");
+                if let Some(faults) = worker_faults {
+                    command.env("STYLEFLEET_FAULTS", faults);
+                }
+                Proc::spawn(&format!("worker{i}"), &mut command, dir.path())
+            })
+            .collect();
+        let (aggregator, health) = start_aggregator(&as_identity("aggregator"), dir.path()).await;
+        GrantedRun {
+            dir,
+            _azurite: azurite,
+            store,
+            queue,
+            env,
+            denials,
+            clip,
+            job,
+            handler,
+            workers,
+            aggregator,
+            health,
+        }
     }
-    // The deployment's layout: the data store is the account, each top-level folder a container;
-    // logs go to a store of their own (the system account, here the same emulator account).
-    let account = azurite.account_url();
-    let store = Store::open(&account).unwrap();
-    let queue_file = dir.path().join("queue.sqlite");
-    let queue = sqlite_queue(&queue_file);
-    let denials = dir.path().join("denials.jsonl");
-    let mut env = azurite.env();
-    env.extend([
-        ("STYLEFLEET_STORE".to_owned(), account.clone()),
-        ("STYLEFLEET_LOG_STORE".to_owned(), account.clone()),
-        (
-            "STYLEFLEET_QUEUE".to_owned(),
-            queue_file.display().to_string(),
-        ),
-        ("STYLEFLEET_BATCH_FRAMES".to_owned(), "6".to_owned()),
-        // One batch queued at a time: the other three are posted by the batches before them.
-        ("STYLEFLEET_MAX_QUEUED_PER_JOB".to_owned(), "1".to_owned()),
-        ("STYLEFLEET_LOCK_SECS".to_owned(), "20".to_owned()),
-        ("STYLEFLEET_MAX_DELIVERIES".to_owned(), "10".to_owned()),
-        (
-            "STYLEFLEET_ACCESS_DENIALS".to_owned(),
-            denials.display().to_string(),
-        ),
-    ]);
-    let as_identity = |who: &str| {
-        let mut env = env.clone();
+
+    /// The environment of a process running as `who`.
+    fn as_identity(&self, who: &str) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
         env.push(("STYLEFLEET_IDENTITY".to_owned(), who.to_owned()));
         env
-    };
-    let denied = || std::fs::read_to_string(&denials).unwrap_or_default();
+    }
 
-    // The operator uploads the video (in this process, held to the operator's grants).
-    let operator_store = Guard::new("operator", Matrix::deployed().unwrap())
-        .unwrap()
-        .store(&store, Account::Data);
-    let clip = clips::cfr_with_aac(dir.path(), 96, 64, 20, 10);
-    let path = "input/yellow-woodcut/granted.mp4";
-    let (etag, size) = upload(&operator_store, path, &clip).await;
+    /// Every refusal so far, one JSON line each.
+    fn denied(&self) -> String {
+        std::fs::read_to_string(&self.denials).unwrap_or_default()
+    }
 
-    let mut handler_env = as_identity("functions");
-    handler_env.push((
-        "STYLEFLEET_DATA".to_owned(),
-        dir.path().join("functions").display().to_string(),
-    ));
-    let (mut handler, base) = start_handler(&handler_env, dir.path()).await;
-    let (status, answer) = post(
-        &format!("{base}/splitter"),
-        blob_created(
-            "ev-granted",
-            &format!("{account}/{path}"),
-            "PutBlob",
-            &etag,
-            size,
-        )
-        .to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}\n{}\n{}", handler.log(), denied());
-    let job = answer["ReturnValue"]["events"][0]["job"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no job: {answer}\n{}", handler.log()))
-        .to_owned();
-    assert_eq!(queue.backlog(BATCHES).await.unwrap(), 1, "a window of one");
-
-    let stylefleet = env!("CARGO_BIN_EXE_stylefleet");
-    let mut workers: Vec<Proc> = (0..2)
-        .map(|i| {
-            let mut command = Command::new(stylefleet);
-            command
-                .args(["worker", "--device", "cpu", "--grace", "5"])
-                .arg("--data")
-                .arg(dir.path().join(format!("worker{i}")))
-                .envs(as_identity("worker"))
-                // The first batch to finish its chunk fails for good, once across both workers:
-                // a dead letter that the operator's replay must revive.
-                .env("STYLEFLEET_FAULTS", "batch.after-chunk=fail")
-                .env("STYLEFLEET_FAULT_DIR", dir.path().join("faults"))
-                .env("RAYON_NUM_THREADS", "1")
-                .env("RUST_LOG", "info");
-            Proc::spawn(&format!("worker{i}"), &mut command, dir.path())
-        })
-        .collect();
-    let (mut aggregator, health) = start_aggregator(&as_identity("aggregator"), dir.path()).await;
-    let logs = |procs: &[&Proc]| {
-        procs
+    /// The logs of the workers and the aggregator, and the refusals.
+    fn logs(&self) -> String {
+        self.workers
             .iter()
+            .chain([&self.aggregator])
             .map(|p| p.log())
-            .chain([format!("--- refusals ---\n{}", denied())])
+            .chain([format!("--- refusals ---\n{}", self.denied())])
             .collect::<Vec<_>>()
             .join("\n")
-    };
-    let failed = until_state(&store, &job, "failed", || {
-        logs(&[&workers[0], &workers[1], &aggregator])
-    })
-    .await;
+    }
+
+    /// `stylefleet <args>` as `who`.
+    fn cli(&self, args: &[&str], who: &str) -> std::process::Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stylefleet"));
+        command.args(args).envs(self.as_identity(who));
+        if args[0] != "sas" {
+            command.arg("--data").arg(self.dir.path().join("cli"));
+        }
+        command.output().unwrap()
+    }
+
+    /// `stylefleet <args>` as the operator, which must succeed.
+    fn operator(&self, args: &[&str]) -> std::process::Output {
+        let out = self.cli(args, "operator");
+        assert!(
+            out.status.success(),
+            "stylefleet {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.denied()
+        );
+        out
+    }
+}
+
+/// The deployment's access matrix (`infra/access.json`, from which `roles.bicep` creates every
+/// role assignment), enforced: each process of a distributed run holds only its identity's grants:
+/// the splitter as `functions`, two workers as `worker`, the aggregator as `aggregator`, and the
+/// operator's commands (`status`, `dlq list`, `dlq replay`, `sas`) as `operator`. A refused
+/// operation fails as Azure's 403 would, and is also written to a file, which must stay empty: a
+/// refusal the code swallows (a sweep, a log write) counts too. One batch fails for good on
+/// purpose, so that the operator's replay has a job to revive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_component_works_within_its_grants() {
+    let mut run = GrantedRun::start(None, Some("batch.after-chunk=fail")).await;
+    let (store, job) = (run.store.clone(), run.job.clone());
+    let failed = until_state(&store, &job, "failed", || run.logs()).await;
     assert!(
         failed["reason"]
             .as_str()
@@ -1220,34 +1308,14 @@ async fn every_component_works_within_its_grants() {
 
     // The operator's commands: see the failure, replay it (which clears the job's failure
     // record, then sends the batch again).
-    let cli = |args: &[&str], who: &str| {
-        let mut command = Command::new(stylefleet);
-        command.args(args).envs(as_identity(who));
-        if args[0] != "sas" {
-            command.arg("--data").arg(dir.path().join("cli"));
-        }
-        command.output().unwrap()
-    };
-    let ok = |args: &[&str]| {
-        let out = cli(args, "operator");
-        assert!(
-            out.status.success(),
-            "stylefleet {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            denied()
-        );
-        out
-    };
-    let listed: Value = serde_json::from_slice(&ok(&["status", "--json"]).stdout).unwrap();
+    let json = |out: std::process::Output| serde_json::from_slice::<Value>(&out.stdout).unwrap();
+    let listed = json(run.operator(&["status", "--json"]));
     assert_eq!(listed[0]["state"], "failed", "{listed}");
-    let dead: Value = serde_json::from_slice(&ok(&["dlq", "list", "--json"]).stdout).unwrap();
+    let dead = json(run.operator(&["dlq", "list", "--json"]));
     assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead}");
-    ok(&["dlq", "replay", "--job", &job]);
-    let status = until_state(&store, &job, "done", || {
-        logs(&[&workers[0], &workers[1], &aggregator])
-    })
-    .await;
-    for proc in [&workers[0], &workers[1], &handler, &aggregator] {
+    run.operator(&["dlq", "replay", "--job", &job]);
+    let status = until_state(&store, &job, "done", || run.logs()).await;
+    for proc in run.workers.iter().chain([&run.handler, &run.aggregator]) {
         assert!(
             proc.log()
                 .contains("holding this process to its access grants"),
@@ -1256,9 +1324,9 @@ async fn every_component_works_within_its_grants() {
         );
     }
     let output = status["output"].as_str().unwrap().to_owned();
-    let local = dir.path().join("output.mp4");
+    let local = run.dir.path().join("output.mp4");
     store.download(&output, &local).await.unwrap();
-    assert_eq!(ffprobe_counts(&local), ffprobe_counts(&clip));
+    assert_eq!(ffprobe_counts(&local), ffprobe_counts(&run.clip));
     assert_eq!(
         store.list(&format!("jobs/{job}/done")).await.unwrap().len(),
         4
@@ -1270,31 +1338,32 @@ async fn every_component_works_within_its_grants() {
     );
 
     // A malformed stitch message: the aggregator dead-letters it (within its grants).
-    queue
+    run.queue
         .send(STITCH, vec![OutgoingMessage::new("bad-stitch", "not json")])
         .await
         .unwrap();
-    eventually(
-        "the dead letter",
-        60,
-        || logs(&[&aggregator]),
-        || async { get_json(&health).await.filter(|h| h["dead_lettered"] == 1) },
-    )
-    .await;
-
-    let listed: Value = serde_json::from_slice(&ok(&["status", "--json"]).stdout).unwrap();
+    let dead_lettered = |n: u64| {
+        let health = run.health.clone();
+        move || {
+            let health = health.clone();
+            async move { get_json(&health).await.filter(|h| h["dead_lettered"] == n) }
+        }
+    };
+    eventually("the dead letter", 60, || run.logs(), dead_lettered(1)).await;
+    let listed = json(run.operator(&["status", "--json"]));
     assert_eq!(listed[0]["state"], "done", "{listed}");
-    let dead: Value = serde_json::from_slice(&ok(&["dlq", "list", "--json"]).stdout).unwrap();
+    let dead = json(run.operator(&["dlq", "list", "--json"]));
     assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead}");
-    ok(&["dlq", "replay", "--queue-name", STITCH]);
+    run.operator(&["dlq", "replay", "--queue-name", STITCH]);
     // Replayed, it is dead-lettered again: it is still malformed.
     eventually(
         "the replayed dead letter",
         60,
-        || logs(&[&aggregator]),
-        || async { get_json(&health).await.filter(|h| h["dead_lettered"] == 2) },
+        || run.logs(),
+        dead_lettered(2),
     )
     .await;
+
     // A SAS: the operator may sign one (it then stops at the emulator, which a SAS refuses);
     // a worker holds neither the delegator role nor write on input.
     let sas = [
@@ -1304,7 +1373,7 @@ async fn every_component_works_within_its_grants() {
         "--store",
         "https://devstoreaccount1.blob.core.windows.net",
     ];
-    let out = cli(&sas, "operator");
+    let out = run.cli(&sas, "operator");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
@@ -1313,28 +1382,57 @@ async fn every_component_works_within_its_grants() {
         "{stderr}"
     );
     assert!(
-        denied().is_empty(),
-        "refused before the operator's SAS:\n{}",
-        denied()
+        run.denied().is_empty(),
+        "refused before the worker's SAS:\n{}",
+        run.denied()
     );
-    let out = cli(&sas, "worker");
+    let out = run.cli(&sas, "worker");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("AuthorizationPermissionMismatch"),
         "{stderr}"
     );
     assert!(stderr.contains("lacks delegate"), "{stderr}");
-    std::fs::remove_file(&denials).unwrap();
+    std::fs::remove_file(&run.denials).unwrap();
 
-    for w in &mut workers {
+    for w in &mut run.workers {
         assert!(
             w.terminate(Duration::from_secs(20)).is_some(),
             "{}",
             w.log()
         );
     }
-    assert!(handler.terminate(Duration::from_secs(10)).is_some());
-    assert!(aggregator.terminate(Duration::from_secs(15)).is_some());
+    assert!(run.handler.terminate(Duration::from_secs(10)).is_some());
+    assert!(run.aggregator.terminate(Duration::from_secs(15)).is_some());
     // Nothing was refused to any component at any point, start and shutdown included.
-    assert!(denied().is_empty(), "refused:\n{}", denied());
+    assert!(run.denied().is_empty(), "refused:\n{}", run.denied());
+}
+
+/// The grants before the fix of the worker's role on `batches` (Data Receiver only): the first
+/// batch is styled, but posting the next one is refused with Service Bus's "'Send' claim(s) are
+/// required", and the job fails with that reason instead of finishing. This is the deployment
+/// bug the matrix test exists to catch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_send_on_batches_a_worker_cannot_post_the_next_window() {
+    let mut matrix: Value = serde_json::from_str(include_str!("../infra/access.json")).unwrap();
+    let queues = matrix["queues"].as_array_mut().unwrap();
+    let before = queues.len();
+    queues.retain(|g| !(g["who"] == "worker" && g["queue"] == BATCHES && g["role"] == "busSender"));
+    assert_eq!(
+        queues.len(),
+        before - 1,
+        "the deployed matrix lets workers send"
+    );
+    let run = GrantedRun::start(Some(&matrix), None).await;
+    let failed = until_state(&run.store, &run.job, "failed", || run.logs()).await;
+    let reason = failed["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("'Send' claim(s) are required"), "{failed}");
+    assert!(
+        run.denied().contains(r#""op":"send","pid""#)
+            && run
+                .denied()
+                .contains(r#""scope":"queue batches","who":"worker""#),
+        "{}",
+        run.denied()
+    );
 }
