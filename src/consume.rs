@@ -11,24 +11,34 @@
 //! [`ConsumeReport::lost`] counts such deliveries.
 //!
 //! Shutdown: when the token is cancelled the loop stops receiving (a receive under way ends within
-//! its wait, and a message it brings is released at once); the delivery in hand gets
-//! `grace` to finish, after which it is abandoned so another worker picks it up at once. Nothing is
-//! lost either way: the message is completed only after its side effects.
+//! its wait, and a message it brings is released at once); each delivery in hand gets `grace` to
+//! finish, after which it is abandoned so another worker picks it up at once. Nothing is lost
+//! either way: the message is completed only after its side effects.
+//!
+//! In flight: [`ConsumeOptions::in_flight`] deliveries are handled at once, each with its own
+//! lock renewal and settlement (the aggregator takes one; a worker takes two, so that the next
+//! batch is received and decoded, and the previous one encoded and uploaded, while the network
+//! styles one: the style stage lets one batch at a time onto the device). A new receive starts
+//! only while fewer than that are in hand, so a worker never holds messages it cannot soon work
+//! on, and the queue's other consumers get them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{Delivery, QueueError, QueueExt};
 use crate::stage::{Context, Outcome};
 
-/// Something that handles one delivery.
+/// Something that handles deliveries, several at once when the loop is told to.
 #[async_trait]
-pub trait Handler: Send {
+pub trait Handler: Send + Sync {
     /// Does the work of one delivery and says how it ended.
-    async fn handle(&mut self, ctx: &Context, delivery: &Delivery) -> Outcome;
+    async fn handle(&self, ctx: &Context, delivery: &Delivery) -> Outcome;
 }
 
 /// The aggregator as a handler.
@@ -37,7 +47,7 @@ pub struct StitchHandler;
 
 #[async_trait]
 impl Handler for StitchHandler {
-    async fn handle(&mut self, ctx: &Context, delivery: &Delivery) -> Outcome {
+    async fn handle(&self, ctx: &Context, delivery: &Delivery) -> Outcome {
         crate::stage::aggregate::handle(ctx, delivery).await
     }
 }
@@ -45,7 +55,7 @@ impl Handler for StitchHandler {
 #[cfg(feature = "style")]
 #[async_trait]
 impl Handler for crate::stage::style::StyleStage {
-    async fn handle(&mut self, ctx: &Context, delivery: &Delivery) -> Outcome {
+    async fn handle(&self, ctx: &Context, delivery: &Delivery) -> Outcome {
         crate::stage::style::StyleStage::handle(self, ctx, delivery).await
     }
 }
@@ -63,10 +73,13 @@ pub struct ConsumeOptions {
     pub max_deliveries: Option<u64>,
     /// Stop when the queue has been empty this long.
     pub exit_when_idle: Option<Duration>,
+    /// Deliveries handled at once (at least one).
+    pub in_flight: usize,
 }
 
 impl ConsumeOptions {
-    /// Defaults for `queue`: 30 s grace, 1 s receive wait, run until shut down.
+    /// Defaults for `queue`: 30 s grace, 1 s receive wait, one delivery at a time, run until
+    /// shut down.
     pub fn new(queue: &str) -> Self {
         Self {
             queue: queue.to_owned(),
@@ -74,6 +87,7 @@ impl ConsumeOptions {
             wait: Duration::from_secs(1),
             max_deliveries: None,
             exit_when_idle: None,
+            in_flight: 1,
         }
     }
 }
@@ -97,70 +111,125 @@ impl ConsumeReport {
     pub fn handled(&self) -> u64 {
         self.completed + self.abandoned + self.dead_lettered + self.lost
     }
+
+    fn count(&mut self, ended: Counted) {
+        match ended {
+            Counted::Completed => self.completed += 1,
+            Counted::Abandoned => self.abandoned += 1,
+            Counted::DeadLettered => self.dead_lettered += 1,
+            Counted::Lost => self.lost += 1,
+        }
+    }
 }
 
-/// Runs the loop until `shutdown` is cancelled (or an exit condition in `options` is met).
+/// Which count of the report a handled delivery goes to.
+#[derive(Clone, Copy)]
+enum Counted {
+    Completed,
+    Abandoned,
+    DeadLettered,
+    Lost,
+}
+
+/// Runs the loop until `shutdown` is cancelled (or an exit condition in `options` is met), and
+/// until every delivery in hand is settled.
 pub async fn consume<H: Handler>(
     ctx: &Context,
-    handler: &mut H,
+    handler: &H,
     options: &ConsumeOptions,
     shutdown: CancellationToken,
 ) -> Result<ConsumeReport, QueueError> {
+    let in_flight = options.in_flight.max(1);
     let mut report = ConsumeReport::default();
     let mut idle_since = tokio::time::Instant::now();
     let mut receive_failures = 0u32;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut running = FuturesUnordered::new();
+    // A receive is never dropped half-way: it may already have locked a message that nobody
+    // would then hold until the lock expired. It ends within `wait`, and what it brings after the
+    // shutdown is released.
+    let mut receiving: Option<Pin<Box<dyn Future<Output = Received> + Send + '_>>> = None;
     loop {
-        if shutdown.is_cancelled()
+        let stopping = shutdown.is_cancelled()
             || options
                 .max_deliveries
-                .is_some_and(|m| report.handled() >= m)
-        {
-            return Ok(report);
-        }
-        if options
-            .exit_when_idle
-            .is_some_and(|idle| idle_since.elapsed() >= idle)
-        {
-            return Ok(report);
-        }
-        // Not raced against the shutdown: a receive dropped half-way may already have locked a
-        // message that nobody would then hold until the lock expired. It ends within `wait`,
-        // and what it brings after the shutdown is released below.
-        let received = ctx.queue.receive(&options.queue, 1, options.wait).await;
-        let deliveries = match received {
-            Ok(d) => {
-                receive_failures = 0;
-                d
+                .is_some_and(|m| report.handled() + running.len() as u64 >= m);
+        let idle = running.is_empty()
+            && options
+                .exit_when_idle
+                .is_some_and(|idle| idle_since.elapsed() >= idle);
+        if receiving.is_none() {
+            if (stopping || idle) && running.is_empty() {
+                return Ok(report);
             }
-            Err(e) if e.is_transient() => {
-                receive_failures += 1;
-                let delay = ctx.settings.retry.delay(receive_failures);
-                tracing::warn!(queue = %options.queue, error = %e, ?delay, "receive failed; backing off");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(report),
-                    _ = tokio::time::sleep(delay) => continue,
+            let backing_off = retry_at.is_some_and(|at| tokio::time::Instant::now() < at);
+            if !stopping && !idle && !backing_off && running.len() < in_flight {
+                let queue = Arc::clone(&ctx.queue);
+                let name = options.queue.clone();
+                let wait = options.wait;
+                receiving = Some(Box::pin(async move { queue.receive(&name, 1, wait).await }));
+            }
+        }
+        tokio::select! {
+            Some(ended) = running.next(), if !running.is_empty() => {
+                report.count(ended);
+                idle_since = tokio::time::Instant::now();
+            }
+            received = async {
+                match receiving.as_mut() {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
+                }
+            }, if receiving.is_some() => {
+                receiving = None;
+                let deliveries = match received {
+                    Ok(d) => {
+                        receive_failures = 0;
+                        d
+                    }
+                    Err(e) if e.is_transient() => {
+                        receive_failures += 1;
+                        let delay = ctx.settings.retry.delay(receive_failures);
+                        tracing::warn!(queue = %options.queue, error = %e, ?delay, "receive failed; backing off");
+                        retry_at = Some(tokio::time::Instant::now() + delay);
+                        continue;
+                    }
+                    Err(e) => {
+                        // Settle what is in hand before giving up.
+                        while let Some(ended) = running.next().await {
+                            report.count(ended);
+                        }
+                        return Err(e);
+                    }
+                };
+                for delivery in deliveries {
+                    if shutdown.is_cancelled() {
+                        report.abandoned += 1;
+                        if let Err(e) = ctx.queue.abandon(&delivery, None).await {
+                            tracing::warn!(id = %delivery.id, error = %e, "could not release the delivery");
+                        }
+                        continue;
+                    }
+                    idle_since = tokio::time::Instant::now();
+                    running.push(process_one(ctx, handler, options, &shutdown, delivery));
                 }
             }
-            Err(e) => return Err(e),
-        };
-        if deliveries.is_empty() {
-            continue;
-        }
-        if shutdown.is_cancelled() {
-            for delivery in &deliveries {
-                report.abandoned += 1;
-                if let Err(e) = ctx.queue.abandon(delivery, None).await {
-                    tracing::warn!(id = %delivery.id, error = %e, "could not release the delivery");
+            () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+            () = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
+            }, if retry_at.is_some() && receiving.is_none() => {
+                retry_at = None;
             }
-            return Ok(report);
+            else => {}
         }
-        for delivery in deliveries {
-            process_one(ctx, handler, options, &shutdown, &delivery, &mut report).await;
-        }
-        idle_since = tokio::time::Instant::now();
     }
 }
+
+/// What one receive brought.
+type Received = Result<Vec<Delivery>, QueueError>;
 
 /// How the work on a delivery ended.
 enum Ended {
@@ -172,22 +241,15 @@ enum Ended {
     Drained,
 }
 
-/// Which count of the report a settled delivery goes to.
-#[derive(Clone, Copy)]
-enum Settled {
-    Completed,
-    Abandoned,
-    DeadLettered,
-}
-
+/// Handles one delivery under its renewed lock and settles it; says how it ended.
 async fn process_one<H: Handler>(
     ctx: &Context,
-    handler: &mut H,
+    handler: &H,
     options: &ConsumeOptions,
     shutdown: &CancellationToken,
-    delivery: &Delivery,
-    report: &mut ConsumeReport,
-) {
+    delivery: Delivery,
+) -> Counted {
+    let delivery = &delivery;
     tracing::debug!(queue = %options.queue, id = %delivery.id, count = delivery.delivery_count, "received");
     let renewal = Arc::clone(&ctx.queue).keep_locked(delivery);
     let lost = renewal.lost();
@@ -207,7 +269,6 @@ async fn process_one<H: Handler>(
     let renewed = renewal.stop().await;
     let (counted, settled) = match ended {
         Ended::LockLost => {
-            report.lost += 1;
             let error = renewed.err();
             tracing::warn!(
                 queue = %options.queue,
@@ -216,15 +277,15 @@ async fn process_one<H: Handler>(
                 error = error.as_ref().map(tracing::field::display),
                 "the lock was lost: abandoned the work, which a redelivery redoes"
             );
-            return;
+            return Counted::Lost;
         }
         Ended::Handled(Outcome::Complete) => {
-            (Settled::Completed, ctx.queue.complete(delivery).await)
+            (Counted::Completed, ctx.queue.complete(delivery).await)
         }
         Ended::Handled(Outcome::Retry { reason, delay }) => {
             tracing::warn!(id = %delivery.id, %reason, ?delay, "retrying later");
             (
-                Settled::Abandoned,
+                Counted::Abandoned,
                 ctx.queue.abandon(delivery, Some(delay)).await,
             )
         }
@@ -234,30 +295,29 @@ async fn process_one<H: Handler>(
         }) => {
             tracing::error!(id = %delivery.id, %reason, %description, "dead-lettered");
             (
-                Settled::DeadLettered,
+                Counted::DeadLettered,
                 ctx.queue.dead_letter(delivery, &reason, &description).await,
             )
         }
+        Ended::Handled(Outcome::Release { reason }) => {
+            tracing::info!(id = %delivery.id, %reason, "released");
+            (Counted::Abandoned, ctx.queue.abandon(delivery, None).await)
+        }
         Ended::Drained => {
             tracing::warn!(id = %delivery.id, grace = ?options.grace, "shutting down: releasing the unfinished delivery");
-            (Settled::Abandoned, ctx.queue.abandon(delivery, None).await)
+            (Counted::Abandoned, ctx.queue.abandon(delivery, None).await)
         }
     };
     match settled {
         Err(error @ QueueError::LockLost { .. }) => {
             // The lock ran out as the work ended: someone else may redo it, which is harmless.
-            report.lost += 1;
             tracing::warn!(id = %delivery.id, %error, "the lock was lost before the delivery was settled");
-            return;
+            return Counted::Lost;
         }
         Err(error) => {
             tracing::warn!(id = %delivery.id, %error, "could not settle the delivery");
         }
         Ok(()) => {}
     }
-    match counted {
-        Settled::Completed => report.completed += 1,
-        Settled::Abandoned => report.abandoned += 1,
-        Settled::DeadLettered => report.dead_lettered += 1,
-    }
+    counted
 }

@@ -148,7 +148,7 @@ struct Slow {
 
 #[async_trait]
 impl Handler for Slow {
-    async fn handle(&mut self, _ctx: &Context, delivery: &Delivery) -> Outcome {
+    async fn handle(&self, _ctx: &Context, delivery: &Delivery) -> Outcome {
         let mut flag = DropFlag {
             finished: false,
             ended: Arc::clone(&self.ended),
@@ -219,7 +219,7 @@ fn consume_one(
 ) {
     let (started, starts) = mpsc::unbounded_channel();
     let ended = Ended::default();
-    let mut handler = Slow {
+    let handler = Slow {
         work,
         started,
         ended: Arc::clone(&ended),
@@ -231,7 +231,7 @@ fn consume_one(
             max_deliveries: Some(1),
             ..ConsumeOptions::new(BATCHES)
         };
-        consume(&ctx, &mut handler, &options, CancellationToken::new())
+        consume(&ctx, &handler, &options, CancellationToken::new())
             .await
             .unwrap()
     });
@@ -375,4 +375,130 @@ async fn work_whose_lock_cannot_be_renewed_is_given_up_when_the_lock_runs_out() 
     );
     s.queue.complete(&second).await.unwrap();
     assert_eq!(s.queue.backlog(BATCHES).await.unwrap(), 0);
+}
+
+/// Counts the deliveries it works on at once, and the most it ever had.
+#[derive(Default)]
+struct Overlapping {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    work: Duration,
+}
+
+#[async_trait]
+impl Handler for Overlapping {
+    async fn handle(&self, _ctx: &Context, _delivery: &Delivery) -> Outcome {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.work).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Outcome::Complete
+    }
+}
+
+/// A loop told to take two deliveries at once works on two, never more, each under its own
+/// renewed lock (the work outlasts it), and completes every one; with one, the work is serial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_in_flight_overlap_up_to_the_limit_each_under_its_lock() {
+    for in_flight in [1, 2] {
+        let s = setup().await;
+        for i in 2..=5 {
+            s.queue
+                .send_one(
+                    BATCHES,
+                    OutgoingMessage::new(format!("job:{i:05}"), b"{}".to_vec()),
+                )
+                .await
+                .unwrap();
+        }
+        let handler = Overlapping {
+            work: LOCK * 3 / 2,
+            ..Overlapping::default()
+        };
+        let options = ConsumeOptions {
+            wait: Duration::from_millis(100),
+            max_deliveries: Some(5),
+            in_flight,
+            ..ConsumeOptions::new(BATCHES)
+        };
+        let started = Instant::now();
+        let report = consume(&s.ctx, &handler, &options, CancellationToken::new())
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(report.completed, 5, "{report:?}");
+        assert_eq!(handler.most.load(Ordering::SeqCst), in_flight);
+        assert_eq!(s.recording.settled(), ["complete"; 5]);
+        let renewals = s.recording.renewals();
+        assert!(renewals.iter().all(Result::is_ok), "{renewals:?}");
+        assert!(
+            renewals.len() >= 5,
+            "every delivery's lock was renewed: {renewals:?}"
+        );
+        if in_flight == 2 {
+            // Five deliveries of 1.5 s two at a time: three rounds, not five.
+            assert!(took < LOCK * 3 / 2 * 4, "{took:?}");
+        }
+        assert!(
+            s.queue
+                .receive_one(BATCHES, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+/// On shutdown with two deliveries in hand, both get the grace to finish and are completed;
+/// nothing new is received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_every_delivery_in_hand_finish() {
+    let s = setup().await;
+    for i in 2..=4 {
+        s.queue
+            .send_one(
+                BATCHES,
+                OutgoingMessage::new(format!("job:{i:05}"), b"{}".to_vec()),
+            )
+            .await
+            .unwrap();
+    }
+    let handler = Arc::new(Overlapping {
+        work: Duration::from_millis(800),
+        ..Overlapping::default()
+    });
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (ctx, handler, shutdown) = (s.ctx.clone(), Arc::clone(&handler), shutdown.clone());
+        tokio::spawn(async move {
+            let options = ConsumeOptions {
+                wait: Duration::from_millis(100),
+                in_flight: 2,
+                grace: Duration::from_secs(5),
+                ..ConsumeOptions::new(BATCHES)
+            };
+            consume(&ctx, handler.as_ref(), &options, shutdown)
+                .await
+                .unwrap()
+        })
+    };
+    while handler.now.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    let report = finished(task).await;
+    assert_eq!(report.completed, 2, "{report:?}");
+    assert_eq!(report.handled(), 2, "{report:?}");
+    // The other two are still queued for another consumer.
+    let mut left = 0;
+    while s
+        .queue
+        .receive_one(BATCHES, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        left += 1;
+    }
+    assert_eq!(left, 2);
 }

@@ -305,10 +305,11 @@ fn assert_one_output(
 // ---------------------------------------------------------------------------------------------
 // Workers killed at each step of a batch.
 
-/// A worker is killed at `point`; the pool replaces it, the batch comes back when its lock
-/// expires, and the one `process` run completes. Returns the job and the killed batch with its
-/// logs.
-fn a_worker_killed_at(point: &str) -> (Case, String, u32, BTreeMap<u32, String>) {
+/// A worker is killed at `point`; the pool replaces it, the batches it held come back when their
+/// locks expire, and the one `process` run completes. Returns the job and the logs of the batches
+/// the killed worker held: the one at `point`, and the one it had in flight beside it, if any (a
+/// worker takes two at once). Every other batch ran once.
+fn a_worker_killed_at(point: &str) -> (Case, String, BTreeMap<u32, BTreeMap<u32, String>>) {
     let case = Case::new();
     let run = case.process(&format!("{point}=kill"));
     sp::assert_success("process with a worker killed", &run);
@@ -322,28 +323,18 @@ fn a_worker_killed_at(point: &str) -> (Case, String, u32, BTreeMap<u32, String>)
     assert_eq!(case.only_job(), job);
     assert_one_output(&case.data, &job, &case.clip, &case.other, Some(&case.out));
 
-    // The killed attempt never wrote its log. The batch it held comes back as a second delivery
-    // when its lock expires; when it was already done (killed after its marker), the job may
-    // finish first, and the batch then has no log at all. Every other batch ran once.
-    let mut logs = batch_logs(&case.data, &job);
-    let unlogged: Vec<u32> = (0..BATCHES_PER_JOB as u32)
-        .filter(|b| !logs.contains_key(b))
-        .collect();
-    let redelivered: Vec<u32> = logs
-        .iter()
-        .filter(|(_, attempts)| attempts.keys().any(|&a| a > 1))
-        .map(|(&b, _)| b)
-        .collect();
-    let killed = match (&unlogged[..], &redelivered[..]) {
-        ([], [batch]) | ([batch], []) => *batch,
-        _ => panic!(
-            "exactly one batch, the killed one, is delivered again or left without a log: {logs:#?}"
-        ),
-    };
-    for (batch, attempts) in &logs {
-        if *batch == killed {
-            continue;
-        }
+    // The killed attempts never wrote their logs. The batches the worker held come back as second
+    // deliveries when their locks expire; one that was already done (killed after its marker) may
+    // find the job finished first, and then has no log at all.
+    let logs = batch_logs(&case.data, &job);
+    let (held, others): (BTreeMap<_, _>, BTreeMap<_, _>) = (0..BATCHES_PER_JOB as u32)
+        .map(|b| (b, logs.get(&b).cloned().unwrap_or_default()))
+        .partition(|(_, attempts)| attempts.is_empty() || attempts.keys().any(|&a| a > 1));
+    assert!(
+        (1..=2).contains(&held.len()),
+        "the killed worker held one or two batches, and only those came again: {logs:#?}"
+    );
+    for (batch, attempts) in &others {
         assert_eq!(
             attempts.keys().copied().collect::<Vec<_>>(),
             vec![1],
@@ -355,46 +346,39 @@ fn a_worker_killed_at(point: &str) -> (Case, String, u32, BTreeMap<u32, String>)
             attempts[&1]
         );
     }
-    let killed_logs = logs.remove(&killed).unwrap_or_default();
-    (case, job, killed, killed_logs)
+    (case, job, held)
 }
 
-/// The redelivery of a batch whose marker exists did not style it again (or there was none
-/// before the job was done: its done marker, checked with the output, is the first attempt's).
-fn assert_not_restyled(batch: u32, logs: &BTreeMap<u32, String>) {
-    if logs.is_empty() {
-        return;
-    }
-    assert_eq!(
-        logs.keys().copied().collect::<Vec<_>>(),
-        vec![2],
-        "batch {batch}: the killed first attempt left no log, the second did: {logs:#?}"
-    );
-    let second = &logs[&2];
+/// Whether a batch the killed worker held was styled again by its redelivery.
+fn restyled(logs: &BTreeMap<u32, String>) -> bool {
+    logs.keys().copied().collect::<Vec<_>>() == vec![2]
+        && logs[&2].contains("decoded")
+        && logs[&2].contains("chunk and done marker written")
+}
+
+/// The batch killed after its done marker: its redelivery did not style it again (or there was
+/// none before the job was done: its done marker, checked with the output, is the first
+/// attempt's). The batch beside it, if any, had no marker yet and was styled again.
+fn assert_not_restyled(held: &BTreeMap<u32, BTreeMap<u32, String>>) {
+    let (killed, beside): (Vec<_>, Vec<_>) = held.iter().partition(|(_, logs)| {
+        logs.is_empty()
+            || (logs.keys().copied().collect::<Vec<_>>() == vec![2]
+                && logs[&2].contains("already done (redelivery)")
+                && !logs[&2].contains("decoded"))
+    });
+    assert_eq!(killed.len(), 1, "one batch found its marker: {held:#?}");
     assert!(
-        second.contains("already done (redelivery)"),
-        "batch {batch} found its marker: {second}"
-    );
-    assert!(
-        !second.contains("decoded"),
-        "batch {batch} was not decoded and styled again: {second}"
+        beside.iter().all(|(_, logs)| restyled(logs)),
+        "the batch beside it was styled again: {held:#?}"
     );
 }
 
 #[test]
 fn a_worker_killed_after_its_chunk_and_before_the_done_marker() {
-    let (case, job, killed, logs) = a_worker_killed_at("batch.after-chunk");
-    // No marker, so the redelivery styles the batch again and overwrites the same chunk name.
-    assert_eq!(
-        logs.keys().copied().collect::<Vec<_>>(),
-        vec![2],
-        "{logs:#?}"
-    );
-    assert!(
-        logs[&2].contains("decoded") && logs[&2].contains("chunk and done marker written"),
-        "batch {killed} redone: {}",
-        logs[&2]
-    );
+    let (case, job, held) = a_worker_killed_at("batch.after-chunk");
+    // No marker, so the redelivery styles the batch again and overwrites the same chunk name;
+    // so is the batch it held beside it.
+    assert!(held.values().all(restyled), "{held:#?}");
     let chunks = sp::files(&case.data.join("jobs").join(&job).join("chunks"));
     assert_eq!(
         chunks.len(),
@@ -405,14 +389,14 @@ fn a_worker_killed_after_its_chunk_and_before_the_done_marker() {
 
 #[test]
 fn a_worker_killed_after_the_done_marker_and_before_the_follow_ups() {
-    let (_case, _job, killed, logs) = a_worker_killed_at("batch.after-marker");
-    assert_not_restyled(killed, &logs);
+    let (_case, _job, held) = a_worker_killed_at("batch.after-marker");
+    assert_not_restyled(&held);
 }
 
 #[test]
 fn a_worker_killed_after_the_follow_ups_and_before_the_settlement() {
-    let (_case, _job, killed, logs) = a_worker_killed_at("batch.before-settle");
-    assert_not_restyled(killed, &logs);
+    let (_case, _job, held) = a_worker_killed_at("batch.before-settle");
+    assert_not_restyled(&held);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,7 +599,7 @@ async fn planned_job(ctx: &Context, clip: &Path) -> JobId {
 /// Consumes `queue` with `handler` until it has been idle for `idle`.
 async fn consume_until_idle(
     ctx: &Context,
-    handler: &mut impl Handler,
+    handler: &impl Handler,
     queue: &str,
     idle: Duration,
 ) -> ConsumeReport {
@@ -641,7 +625,7 @@ struct AllAtOnce {
 
 #[async_trait]
 impl Handler for AllAtOnce {
-    async fn handle(&mut self, ctx: &Context, delivery: &Delivery) -> Outcome {
+    async fn handle(&self, ctx: &Context, delivery: &Delivery) -> Outcome {
         self.barrier.wait().await;
         StitchHandler.handle(ctx, delivery).await
     }
@@ -662,7 +646,7 @@ async fn duplicate_stitches(
     let job = planned_job(&ctx, clip).await;
     let styled = consume_until_idle(
         &ctx,
-        &mut StyleStage::default(),
+        &StyleStage::default(),
         BATCHES,
         Duration::from_secs(1),
     )
@@ -693,7 +677,7 @@ async fn duplicate_stitches(
             };
             consume(
                 &ctx,
-                &mut AllAtOnce { barrier },
+                &AllAtOnce { barrier },
                 &options,
                 CancellationToken::new(),
             )
@@ -934,8 +918,8 @@ async fn a_lock_lost_mid_batch_drops_the_work_and_the_redelivery_redoes_it() {
         max_deliveries: Some(1),
         ..ConsumeOptions::new(BATCHES)
     };
-    let mut stage = StyleStage::default();
-    let report = consume(&ctx, &mut stage, &options, CancellationToken::new())
+    let stage = StyleStage::default();
+    let report = consume(&ctx, &stage, &options, CancellationToken::new())
         .await
         .unwrap();
     let lost = ConsumeReport {
@@ -978,7 +962,7 @@ async fn a_lock_lost_mid_batch_drops_the_work_and_the_redelivery_redoes_it() {
         Duration::from_secs(120),
         consume(
             &plain,
-            &mut StyleStage::default(),
+            &StyleStage::default(),
             &options,
             CancellationToken::new(),
         ),
@@ -994,8 +978,7 @@ async fn a_lock_lost_mid_batch_drops_the_work_and_the_redelivery_redoes_it() {
         styled, all,
         "every batch completed once, the lost one included"
     );
-    let stitched =
-        consume_until_idle(&plain, &mut StitchHandler, STITCH, Duration::from_secs(1)).await;
+    let stitched = consume_until_idle(&plain, &StitchHandler, STITCH, Duration::from_secs(1)).await;
     assert_eq!(stitched.completed, 1, "{stitched:?}");
     assert!(dead_letters(&plain).await.is_empty(), "no dead letters");
     assert_one_output(data, job.as_str(), &case.clip, &case.other, None);

@@ -512,7 +512,7 @@ async fn replaying_a_dead_lettered_batch_brings_its_job_to_done() {
         exit_when_idle: Some(std::time::Duration::from_secs(10)),
         ..ConsumeOptions::new(STITCH)
     };
-    let report = consume(&ctx, &mut StitchHandler, &options, CancellationToken::new())
+    let report = consume(&ctx, &StitchHandler, &options, CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(report.completed, 1, "{report:?}");

@@ -141,7 +141,7 @@ pub struct Tracked<H> {
 // the macro crate for one small impl.
 impl<H: Handler> Handler for Tracked<H> {
     fn handle<'s, 'c, 'd, 'f>(
-        &'s mut self,
+        &'s self,
         ctx: &'c Context,
         delivery: &'d Delivery,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'f>>
@@ -203,11 +203,11 @@ pub async fn run(
         exit_when_idle: config.exit_when_idle,
         ..ConsumeOptions::new(STITCH)
     };
-    let mut handler = Tracked {
+    let handler = Tracked {
         inner: StitchHandler,
         health: health.clone(),
     };
-    let report = consume(ctx, &mut handler, &options, shutdown).await;
+    let report = consume(ctx, &handler, &options, shutdown).await;
     draining.abort();
     health.set_state(Phase::Stopped);
     let report = report?;

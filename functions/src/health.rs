@@ -119,6 +119,7 @@ impl Health {
         s.current = None;
         match outcome {
             Outcome::Complete => s.stitched += 1,
+            Outcome::Release { .. } => {}
             Outcome::Retry { reason, .. } => {
                 s.retried += 1;
                 s.last_error = Some(format!("{id}: {reason}"));

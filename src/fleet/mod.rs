@@ -53,9 +53,7 @@ pub async fn run(
             grace: options.grace,
             ..ConsumeOptions::new(STITCH)
         };
-        tokio::spawn(
-            async move { consume(&ctx, &mut StitchHandler, &consume_options, shutdown).await },
-        )
+        tokio::spawn(async move { consume(&ctx, &StitchHandler, &consume_options, shutdown).await })
     };
     let mut pool = WorkerPool::new(options.worker.clone());
     let mut scaler = Autoscaler::new(options.scale.clone());

@@ -108,13 +108,7 @@ pub async fn process(
         let ctx = ctx.clone();
         let token = stop_aggregator.clone();
         tokio::spawn(async move {
-            consume(
-                &ctx,
-                &mut StitchHandler,
-                &ConsumeOptions::new(STITCH),
-                token,
-            )
-            .await
+            consume(&ctx, &StitchHandler, &ConsumeOptions::new(STITCH), token).await
         })
     };
     let mut pool = WorkerPool::new(worker);

@@ -109,7 +109,7 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Outcome {
         &format!("stitching job {}", message.job),
     );
     match &outcome {
-        Outcome::Complete => {}
+        Outcome::Complete | Outcome::Release { .. } => {}
         Outcome::Retry { reason, delay } => log.warn(format!("will retry in {delay:?}: {reason}")),
         Outcome::DeadLetter {
             reason,

@@ -58,6 +58,12 @@ pub enum Outcome {
         /// Detail for people.
         description: String,
     },
+    /// Not worked on, and not a failure: release it at once for another consumer (a worker that
+    /// is shutting down lets go of a batch still waiting for the device).
+    Release {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A boxed error kept as the source of a [`StageError`].

@@ -6,46 +6,82 @@
 //! with the source's timestamps, write the chunk (a redelivery overwrites the same name), write the
 //! done marker create-only, post `stitch` when every batch is done. A redelivered batch whose
 //! marker exists only re-checks the stitch condition.
+//!
+//! A worker handles [`IN_FLIGHT`] batches at once: one on the device, the next one being fetched
+//! and decoded, the previous one being encoded and uploaded. The device takes one batch at a time
+//! (the model lock): a batch waits for it with its frames decoded. When the worker shuts down, a
+//! batch waiting behind another is released at once, for another worker to take; the one on the
+//! device (or the first to find it free) gets the grace period to finish.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use stylefleet_models::{Frame, StyleOptions, StyleSpec, Stylizer};
+use tokio_util::sync::CancellationToken;
 
 use crate::job::{DoneMarker, Manifest, extension_of, now_secs, paths};
 use crate::message::{BatchMessage, StitchMessage};
 use crate::queue::{BATCHES, Delivery, STITCH};
 use crate::stage::{Context, Failure, JobLog, Outcome, StageError};
 
+/// Batches a worker handles at once (see the module docs).
+pub const IN_FLIGHT: usize = 2;
+
+/// [`IN_FLIGHT`], or what `STYLEFLEET_IN_FLIGHT` says (at least 1; benchmarks compare 1 and 2).
+pub fn in_flight() -> usize {
+    std::env::var("STYLEFLEET_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(IN_FLIGHT, |n| n.max(1))
+}
+
 /// A worker's model, loaded once per process and re-conditioned when the style changes.
 #[derive(Default)]
 pub struct StyleStage {
-    /// The last style used and its ready network: consecutive batches of a job reuse it.
-    current: Option<(String, Arc<Stylizer>)>,
+    /// The model lock: the last style used and its ready network (consecutive batches of a job
+    /// reuse it). Held while a batch is on the device, so batches take the device in turn.
+    current: tokio::sync::Mutex<Option<(String, Arc<Stylizer>)>>,
     /// The device every network runs on.
     device: Option<candle_core::Device>,
+    /// Cancelled when the worker shuts down: a batch still waiting for the device is released.
+    stopping: CancellationToken,
 }
 
 impl std::fmt::Debug for StyleStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StyleStage")
-            .field("style", &self.current.as_ref().map(|c| &c.0))
+            .field("device", &self.device)
             .finish()
     }
+}
+
+/// How the work on a batch ended without an error.
+enum Ran {
+    /// Styled and stored (or found done already).
+    Done,
+    /// Released before styling: the worker is shutting down.
+    Released,
 }
 
 impl StyleStage {
     /// A stage that runs on `device`.
     pub fn new(device: candle_core::Device) -> Self {
         Self {
-            current: None,
+            current: Default::default(),
             device: Some(device),
+            stopping: CancellationToken::new(),
         }
     }
 
+    /// Releases batches still waiting for the device once `shutdown` is cancelled.
+    pub fn stopping_with(mut self, shutdown: CancellationToken) -> Self {
+        self.stopping = shutdown;
+        self
+    }
+
     /// Handles one batch delivery.
-    pub async fn handle(&mut self, ctx: &Context, delivery: &Delivery) -> Outcome {
+    pub async fn handle(&self, ctx: &Context, delivery: &Delivery) -> Outcome {
         let message = match BatchMessage::parse(&delivery.body) {
             Ok(m) => m,
             Err(e) => {
@@ -90,11 +126,21 @@ impl StyleStage {
             &message.job,
             format!("batch-{:05}.attempt-{attempt}", message.batch),
         );
-        let result = self.run(ctx, &manifest, &message, &mut log).await;
+        let result = match self.run(ctx, &manifest, &message, &mut log).await {
+            Ok(Ran::Released) => {
+                log.info("released before styling: shutting down");
+                log.flush(&ctx.logs).await;
+                return Outcome::Release {
+                    reason: "the worker is shutting down; not styled yet".into(),
+                };
+            }
+            Ok(Ran::Done) => Ok(()),
+            Err(e) => Err(e),
+        };
         let what = format!("batch {} of job {}", message.batch, message.job);
         let outcome = ctx.outcome(result, attempt, &what);
         match &outcome {
-            Outcome::Complete => {}
+            Outcome::Complete | Outcome::Release { .. } => {}
             Outcome::Retry { reason, delay } => {
                 log.warn(format!("will retry in {delay:?}: {reason}"))
             }
@@ -118,16 +164,17 @@ impl StyleStage {
     }
 
     async fn run(
-        &mut self,
+        &self,
         ctx: &Context,
         manifest: &Manifest,
         message: &BatchMessage,
         log: &mut JobLog,
-    ) -> Result<(), StageError> {
+    ) -> Result<Ran, StageError> {
         let job = &message.job;
         if ctx.store.exists(&paths::done(job, message.batch)).await? {
             log.info("already done (redelivery)");
-            return post_follow_ups(ctx, manifest, message.batch, log).await;
+            post_follow_ups(ctx, manifest, message.batch, log).await?;
+            return Ok(Ran::Done);
         }
         let range = message.range();
         let mut timings = std::collections::BTreeMap::new();
@@ -148,8 +195,16 @@ impl StyleStage {
         timings.insert("decode".to_owned(), started.elapsed().as_secs_f64());
         log.info(format!("decoded {} frames {range:?}", frames.len()));
 
+        // The device, in turn. When the worker is stopping, a batch that finds the device free
+        // goes on (it is the batch in hand, which gets the grace period); one that would wait
+        // behind another is released at once for another worker.
+        let mut current = tokio::select! {
+            biased;
+            current = self.current.lock() => current,
+            () = self.stopping.cancelled() => return Ok(Ran::Released),
+        };
         let started = Instant::now();
-        let stylizer = self.stylizer(ctx, manifest).await?;
+        let stylizer = self.stylizer(ctx, manifest, &mut current).await?;
         let (width, height) = (manifest.probe.video.width, manifest.probe.video.height);
         let model_batch = manifest.model_batch.max(1) as usize;
         // Dropping this future (a lost lock, an abort) does not stop a blocking task: the flag
@@ -161,6 +216,7 @@ impl StyleStage {
         })
         .await
         .map_err(|e| StageError::Transient(Failure::new("the style task stopped", e)))??;
+        drop(current);
         let style_secs = started.elapsed().as_secs_f64();
         timings.insert("style".to_owned(), style_secs);
         log.info(format!(
@@ -207,14 +263,15 @@ impl StyleStage {
         log.info("chunk and done marker written");
         post_follow_ups(ctx, manifest, message.batch, log).await?;
         crate::fault::hit("batch.before-settle")?;
-        Ok(())
+        Ok(Ran::Done)
     }
 
     /// The network for this manifest's style, reused across batches of the same style.
     async fn stylizer(
-        &mut self,
+        &self,
         ctx: &Context,
         manifest: &Manifest,
+        current: &mut Option<(String, Arc<Stylizer>)>,
     ) -> Result<Arc<Stylizer>, StageError> {
         // The image's content hash is part of the key: a new image under the same name is
         // another style, never the cached network of the old one.
@@ -224,8 +281,8 @@ impl StyleStage {
             manifest.style.strength,
             manifest.style.preserve_colour
         );
-        if let Some((current, stylizer)) = &self.current
-            && *current == key
+        if let Some((loaded, stylizer)) = current.as_ref()
+            && *loaded == key
         {
             return Ok(stylizer.clone());
         }
@@ -268,7 +325,7 @@ impl StyleStage {
                 StageError::Permanent(Failure::new(what, e))
             })?;
         let stylizer = Arc::new(stylizer);
-        self.current = Some((key, stylizer.clone()));
+        *current = Some((key, stylizer.clone()));
         Ok(stylizer)
     }
 }

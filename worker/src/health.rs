@@ -42,8 +42,10 @@ pub struct Snapshot {
     pub batches_retried: u64,
     /// Batches dead-lettered.
     pub batches_dead_lettered: u64,
-    /// The message id of the batch in hand.
+    /// The message id of the batch in hand longest (the oldest of `in_hand`).
     pub current: Option<String>,
+    /// The message ids of every batch in hand, oldest first (a worker handles a few at once).
+    pub in_hand: Vec<String>,
     /// The last failure, for people.
     pub last_error: Option<String>,
     /// Seconds since the epoch when the process started.
@@ -71,6 +73,7 @@ impl Health {
                 batches_retried: 0,
                 batches_dead_lettered: 0,
                 current: None,
+                in_hand: Vec::new(),
                 last_error: None,
                 started_at,
             })),
@@ -113,7 +116,8 @@ impl Health {
     /// A batch was taken.
     pub fn begin(&self, id: &str) {
         let mut s = self.lock();
-        s.current = Some(id.to_owned());
+        s.in_hand.push(id.to_owned());
+        s.current = s.in_hand.first().cloned();
         if s.state == WorkerState::Ready {
             s.state = WorkerState::Working;
         }
@@ -122,9 +126,13 @@ impl Health {
     /// The batch in hand ended with `outcome`.
     pub fn end(&self, id: &str, outcome: &Outcome) {
         let mut s = self.lock();
-        s.current = None;
+        if let Some(at) = s.in_hand.iter().position(|h| h == id) {
+            s.in_hand.remove(at);
+        }
+        s.current = s.in_hand.first().cloned();
         match outcome {
             Outcome::Complete => s.batches_done += 1,
+            Outcome::Release { .. } => {}
             Outcome::Retry { reason, .. } => {
                 s.batches_retried += 1;
                 s.last_error = Some(format!("{id}: {reason}"));
@@ -137,7 +145,7 @@ impl Health {
                 s.last_error = Some(format!("{id}: {reason}: {description}"));
             }
         }
-        if s.state == WorkerState::Working {
+        if s.state == WorkerState::Working && s.in_hand.is_empty() {
             s.state = WorkerState::Ready;
         }
     }
@@ -188,6 +196,28 @@ mod tests {
         );
         assert_eq!(s.last_error.as_deref(), Some("job:1: busy"));
         assert_eq!(s.current, None);
+    }
+
+    #[test]
+    fn several_batches_in_hand_are_each_followed() {
+        let h = Health::new("cpu");
+        h.set_state(WorkerState::Ready);
+        h.begin("job:0");
+        h.begin("job:1");
+        assert_eq!(h.snapshot().in_hand, ["job:0", "job:1"]);
+        h.end("job:0", &Outcome::Complete);
+        let s = h.snapshot();
+        assert_eq!(
+            (s.state, s.current.as_deref()),
+            (WorkerState::Working, Some("job:1"))
+        );
+        h.end("job:1", &Outcome::Complete);
+        let s = h.snapshot();
+        assert_eq!(
+            (s.state, s.current, s.batches_done),
+            (WorkerState::Ready, None, 2)
+        );
+        assert!(s.in_hand.is_empty());
     }
 
     #[test]

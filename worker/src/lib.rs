@@ -130,7 +130,7 @@ pub struct Tracked<H> {
 
 #[async_trait]
 impl<H: Handler> Handler for Tracked<H> {
-    async fn handle(&mut self, ctx: &Context, delivery: &Delivery) -> Outcome {
+    async fn handle(&self, ctx: &Context, delivery: &Delivery) -> Outcome {
         self.health.begin(&delivery.id);
         let outcome = self.inner.handle(ctx, delivery).await;
         self.health.end(&delivery.id, &outcome);
@@ -196,13 +196,14 @@ pub async fn run(
         grace: config.grace,
         exit_when_idle: config.exit_when_idle,
         wait: Duration::from_secs(1),
+        in_flight: stylefleet::stage::style::in_flight(),
         ..ConsumeOptions::new(BATCHES)
     };
-    let mut handler = Tracked {
-        inner: StyleStage::new(device),
+    let handler = Tracked {
+        inner: StyleStage::new(device).stopping_with(shutdown.clone()),
         health: health.clone(),
     };
-    let report = consume(ctx, &mut handler, &options, shutdown).await;
+    let report = consume(ctx, &handler, &options, shutdown).await;
     draining.abort();
     health.set_state(WorkerState::Stopped);
     let report = report?;

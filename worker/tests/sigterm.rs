@@ -257,7 +257,7 @@ async fn sigterm_releases_the_batch_and_another_worker_completes_the_job() {
     };
     let report = tokio::time::timeout(
         Duration::from_secs(120),
-        consume(&ctx, &mut StitchHandler, &options, CancellationToken::new()),
+        consume(&ctx, &StitchHandler, &options, CancellationToken::new()),
     )
     .await
     .unwrap()
@@ -288,8 +288,20 @@ async fn a_long_grace_finishes_the_batch_in_hand() {
             ("STYLEFLEET_LOCK_SECS", "2"),
         ],
     );
-    let in_hand = worker.holding_a_batch().await;
+    worker.holding_a_batch().await;
     let before = done(&ctx, &job).await;
+    // A worker holds up to two batches: one on the device, the next one decoded or waiting for
+    // it (released at once on shutdown), or the one before it being encoded.
+    let held: Vec<String> = worker.health().await.map_or_else(Vec::new, |h| {
+        h["in_hand"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
     worker.signal();
     tokio::time::sleep(Duration::from_millis(200)).await;
     if let Some(h) = worker.health().await {
@@ -299,11 +311,14 @@ async fn a_long_grace_finishes_the_batch_in_hand() {
     assert!(status.success(), "{status}\n{}", worker.log());
     let after = done(&ctx, &job).await;
     assert!(
-        after.contains(&batch_of(&in_hand)),
-        "the batch in hand was not finished\n{}",
+        held.iter().any(|id| after.contains(&batch_of(id))),
+        "no batch in hand ({held:?}) was finished\n{}",
         worker.log()
     );
-    assert_eq!(after.len(), before.len() + 1, "it took another batch");
+    assert!(
+        after.len() > before.len() && after.len() <= before.len() + held.len(),
+        "it took another batch: {before:?} then {after:?}, {held:?} in hand"
+    );
     // Its lock was renewed (2 s lock, longer batch) and released: the rest can be received now.
     let waiting = all_batches_accounted_for(&ctx, &job).await;
     assert_eq!(waiting.len(), BATCHES_IN_JOB - after.len());

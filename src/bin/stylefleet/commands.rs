@@ -298,8 +298,12 @@ async fn run_worker(
         }
         other => bail!("unknown device {other:?}: use auto, cpu or cuda"),
     };
-    let mut stage = stylefleet::stage::style::StyleStage::new(device);
-    let report = stylefleet::consume::consume(ctx, &mut stage, options, shutdown).await?;
+    let stage = stylefleet::stage::style::StyleStage::new(device).stopping_with(shutdown.clone());
+    let options = ConsumeOptions {
+        in_flight: stylefleet::stage::style::in_flight(),
+        ..options.clone()
+    };
+    let report = stylefleet::consume::consume(ctx, &stage, &options, shutdown).await?;
     tracing::info!(?report, "worker stopped");
     Ok(ExitCode::SUCCESS)
 }
