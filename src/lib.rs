@@ -14,7 +14,9 @@
 //! - [`fleet`]: the embedded fleet: watcher, worker processes, autoscaler, `process` for one video.
 //! - [`inspect`] and [`dlq`]: what `status` and `dlq` show and do.
 //! - [`sas`]: short-lived single-blob upload/download URLs for outside users (user delegation SAS).
-//! - [`settings`]: batch size, limits, encoder, retry policy.
+//! - [`settings`]: batch size, limits, encoder, retry policy, temporal stabilisation.
+//! - [`temporal`]: flow-guided temporal stabilisation of the styled frames (DIS optical flow,
+//!   reliability, the recursive blend), run by the aggregator in one pass at stitch time.
 //! - [`setup`]: the [`stage::Context`] built from a [`setup::Location`] (flags or environment), shared
 //!   by the CLI, the Functions app and the worker container.
 //! - [`access`]: the deployment's access matrix (`infra/access.json`) and the guard that holds a
@@ -40,3 +42,4 @@ pub mod settings;
 pub mod setup;
 pub mod stage;
 pub mod store;
+pub mod temporal;

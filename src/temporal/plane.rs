@@ -1,0 +1,141 @@
+//! A single-channel image of `f32` (luma 0..255, or one flow component), with the few operations
+//! the flow and the blend need: RGB to luma, halving, bilinear sampling, gradients.
+
+/// One channel, row-major, `data.len() == width * height`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plane {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Values, row after row.
+    pub data: Vec<f32>,
+}
+
+impl Plane {
+    /// A plane of zeros.
+    pub fn zeros(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            data: vec![0.0; width * height],
+        }
+    }
+
+    /// BT.601 luma (0..255) of packed RGB24 pixels.
+    pub fn luma(rgb: &[u8], width: usize, height: usize) -> Self {
+        let data = rgb
+            .chunks_exact(3)
+            .take(width * height)
+            .map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
+            .collect();
+        Self {
+            width,
+            height,
+            data,
+        }
+    }
+
+    /// The value at `(x, y)`, with coordinates clamped to the edge.
+    #[inline]
+    pub fn at(&self, x: isize, y: isize) -> f32 {
+        let x = x.clamp(0, self.width as isize - 1) as usize;
+        let y = y.clamp(0, self.height as isize - 1) as usize;
+        self.data[y * self.width + x]
+    }
+
+    /// Bilinear sample at `(x, y)` (pixel centres at integers), clamped to the edge.
+    #[inline]
+    pub fn sample(&self, x: f32, y: f32) -> f32 {
+        let x = x.clamp(0.0, (self.width - 1) as f32);
+        let y = y.clamp(0.0, (self.height - 1) as f32);
+        let (x0, y0) = (x.floor(), y.floor());
+        let (fx, fy) = (x - x0, y - y0);
+        let (x0, y0) = (x0 as usize, y0 as usize);
+        let x1 = (x0 + 1).min(self.width - 1);
+        let y1 = (y0 + 1).min(self.height - 1);
+        let r0 = y0 * self.width;
+        let r1 = y1 * self.width;
+        let top = self.data[r0 + x0] + fx * (self.data[r0 + x1] - self.data[r0 + x0]);
+        let bottom = self.data[r1 + x0] + fx * (self.data[r1 + x1] - self.data[r1 + x0]);
+        top + fy * (bottom - top)
+    }
+
+    /// Half the size in each direction (rounded down, at least 1), each pixel the mean of the
+    /// 2x2 block it covers.
+    pub fn halve(&self) -> Self {
+        let (w, h) = ((self.width / 2).max(1), (self.height / 2).max(1));
+        let mut data = Vec::with_capacity(w * h);
+        for y in 0..h {
+            for x in 0..w {
+                let (sx, sy) = (2 * x as isize, 2 * y as isize);
+                data.push(
+                    0.25 * (self.at(sx, sy)
+                        + self.at(sx + 1, sy)
+                        + self.at(sx, sy + 1)
+                        + self.at(sx + 1, sy + 1)),
+                );
+            }
+        }
+        Self {
+            width: w,
+            height: h,
+            data,
+        }
+    }
+
+    /// Central-difference gradients `(d/dx, d/dy)`.
+    pub fn gradients(&self) -> (Plane, Plane) {
+        let mut gx = Plane::zeros(self.width, self.height);
+        let mut gy = Plane::zeros(self.width, self.height);
+        for y in 0..self.height as isize {
+            for x in 0..self.width as isize {
+                let i = y as usize * self.width + x as usize;
+                gx.data[i] = 0.5 * (self.at(x + 1, y) - self.at(x - 1, y));
+                gy.data[i] = 0.5 * (self.at(x, y + 1) - self.at(x, y - 1));
+            }
+        }
+        (gx, gy)
+    }
+
+    /// Mean of all values.
+    pub fn mean(&self) -> f32 {
+        if self.data.is_empty() {
+            return 0.0;
+        }
+        (self.data.iter().map(|&v| f64::from(v)).sum::<f64>() / self.data.len() as f64) as f32
+    }
+
+    /// Standard deviation of all values.
+    pub fn std_dev(&self) -> f32 {
+        if self.data.is_empty() {
+            return 0.0;
+        }
+        let mean = f64::from(self.mean());
+        let var = self
+            .data
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / self.data.len() as f64;
+        var.sqrt() as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bilinear_sampling_interpolates_and_clamps() {
+        let p = Plane {
+            width: 2,
+            height: 2,
+            data: vec![0.0, 10.0, 20.0, 30.0],
+        };
+        assert_eq!(p.sample(0.5, 0.0), 5.0);
+        assert_eq!(p.sample(0.5, 0.5), 15.0);
+        assert_eq!(p.sample(-3.0, 9.0), 20.0);
+        assert_eq!(p.halve().data, vec![15.0]);
+    }
+}
