@@ -270,6 +270,10 @@ pub struct Manifest {
     pub encoder: EncoderSettings,
     /// Frames per model call inside a batch.
     pub model_batch: u32,
+    /// Temporal stabilisation at stitch time; absent: off (the chunks are joined as they are,
+    /// which is also what a manifest written before the option existed means).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporal: Option<crate::temporal::TemporalSettings>,
     /// Batch messages of this job queued at a time (see `FloodLimits::max_queued_per_job`).
     pub window: u32,
     /// The output name the job asks for, e.g. `output/mosaic/clip.mp4`; the aggregator claims it,

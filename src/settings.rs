@@ -1,10 +1,11 @@
-//! Settings shared by every stage: how work is cut up, encoded, limited and retried.
+//! Settings shared by every stage: how work is cut up, encoded, limited, retried and stabilised.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::media::{EncoderSettings, Limits};
+use crate::temporal::TemporalSettings;
 
 /// Everything a stage needs to know that is not in a message or a manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,6 +22,9 @@ pub struct Settings {
     pub flood: FloodLimits,
     /// Retry policy for transient failures.
     pub retry: RetryPolicy,
+    /// Temporal stabilisation of new jobs (`None`: off); on by default. Each job records its
+    /// own in its manifest.
+    pub temporal: Option<TemporalSettings>,
 }
 
 /// The default batch size: 16 frames.
@@ -41,6 +45,7 @@ impl Default for Settings {
             encoder: EncoderSettings::default(),
             flood: FloodLimits::default(),
             retry: RetryPolicy::default(),
+            temporal: Some(TemporalSettings::default()),
         }
     }
 }

@@ -198,8 +198,8 @@ where
 }
 
 /// `settings` with what the environment overrides, for processes that take no flags (the
-/// Functions app): `STYLEFLEET_BATCH_FRAMES`, `STYLEFLEET_MODEL_BATCH`, `STYLEFLEET_MAX_BYTES`
-/// and `STYLEFLEET_MAX_DURATION_SECS`.
+/// Functions app): `STYLEFLEET_BATCH_FRAMES`, `STYLEFLEET_MODEL_BATCH`, `STYLEFLEET_MAX_BYTES`,
+/// `STYLEFLEET_MAX_DURATION_SECS` and `STYLEFLEET_TEMPORAL` (`on`, `off` or a strength 0..1).
 pub fn settings_from_env(mut settings: Settings) -> Result<Settings, SetupError> {
     if let Some(n) = env_number("STYLEFLEET_BATCH_FRAMES", 1u64)? {
         settings.batch_frames = n;
@@ -215,6 +215,16 @@ pub fn settings_from_env(mut settings: Settings) -> Result<Settings, SetupError>
     }
     if let Some(d) = env_secs("STYLEFLEET_MAX_DURATION_SECS", false)? {
         settings.limits.max_duration_s = d.as_secs_f64();
+    }
+    if let Ok(value) = std::env::var("STYLEFLEET_TEMPORAL") {
+        settings.temporal =
+            crate::temporal::TemporalSettings::parse_option(&value).map_err(|reason| {
+                SetupError::Env {
+                    name: "STYLEFLEET_TEMPORAL",
+                    value,
+                    reason,
+                }
+            })?;
     }
     Ok(settings)
 }

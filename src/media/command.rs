@@ -152,6 +152,44 @@ impl FfCommand {
         self
     }
 
+    /// Starts the program with stdin and stdout as pipes for the caller to stream through (see
+    /// [`Streaming`]); stderr is collected in the background for the error.
+    pub(crate) fn spawn(self, stdin: bool) -> Result<Streaming, MediaError> {
+        let program = self.program.name();
+        let step = self.step;
+        tracing::debug!(program, step, args = ?self.args, "starting");
+        let mut child = Command::new(self.program.path())
+            .args(&self.args)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => MediaError::ProgramMissing { program, source },
+                _ => MediaError::Spawn {
+                    program,
+                    step,
+                    source,
+                },
+            })?;
+        let stderr = child.stderr.take().map(|mut pipe| {
+            tokio::spawn(async move {
+                let mut text = Vec::new();
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut text).await;
+                text
+            })
+        });
+        Ok(Streaming {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            child,
+            stderr,
+            program,
+            step,
+        })
+    }
+
     /// Runs with no input and returns stdout and stderr, or the failure with stderr's tail.
     pub(crate) async fn run(self) -> Result<Captured, MediaError> {
         self.run_with_input(&[]).await
@@ -217,6 +255,65 @@ impl FfCommand {
             stdout: output.stdout,
             stderr,
         })
+    }
+}
+
+/// A running ffmpeg whose stdin and stdout the caller streams through, frame by frame: memory
+/// stays at a frame or two whatever the length of the video. Killed when dropped.
+pub(crate) struct Streaming {
+    /// The input pipe, when asked for; dropped (closed) by [`Streaming::finish`].
+    pub(crate) stdin: Option<tokio::process::ChildStdin>,
+    /// The output pipe.
+    pub(crate) stdout: Option<tokio::process::ChildStdout>,
+    child: tokio::process::Child,
+    /// Collects stderr so that a chatty tool never blocks on a full pipe.
+    stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    program: &'static str,
+    step: &'static str,
+}
+
+impl Streaming {
+    /// Closes stdin, waits for the exit, and returns the failure with stderr's tail.
+    pub(crate) async fn finish(mut self) -> Result<(), MediaError> {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        drop(self.stdout.take());
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|source| MediaError::Spawn {
+                program: self.program,
+                step: self.step,
+                source,
+            })?;
+        let stderr = match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if !status.success() {
+            return Err(MediaError::Ffmpeg {
+                step: self.step,
+                status,
+                stderr: tail(&String::from_utf8_lossy(&stderr)),
+            });
+        }
+        Ok(())
+    }
+
+    /// The error for an I/O failure on one of the pipes: ffmpeg's own reason when it has exited
+    /// with one, else the I/O error.
+    pub(crate) async fn broken(self, source: std::io::Error) -> MediaError {
+        let (program, step) = (self.program, self.step);
+        match self.finish().await {
+            Err(e) => e,
+            Ok(()) => MediaError::Spawn {
+                program,
+                step,
+                source,
+            },
+        }
     }
 }
 

@@ -63,26 +63,8 @@ async fn decode_from(
     seek_frame: usize,
 ) -> Result<Vec<Vec<u8>>, MediaError> {
     let v = &probe.video;
-    let tb = v.time_base;
     let count = range.len();
-    let first = probe.frames[range.start].pts;
-    let last = probe.frames[range.end - 1].pts;
-
-    let mut cmd = FfCommand::ffmpeg("decode frames").args(["-noautorotate", "-copyts"]);
-    // `-ss` counts from the container's start time; flooring to the microsecond keeps the
-    // seek point at or before the keyframe, and the select filter drops anything earlier.
-    let seek_us =
-        micros_floor(probe.frames[seek_frame].pts, tb) - probe.format.start_time_us.unwrap_or(0);
-    if seek_frame > 0 && seek_us > 0 {
-        cmd = cmd.args(["-ss", &format_micros(seek_us)]);
-    }
-    let captured = cmd
-        .arg("-i")
-        .arg(source)
-        .args(["-map", &format!("0:{}", v.index)])
-        .args(["-vf", &format!("select='between(pts,{first},{last})'")])
-        .args(["-fps_mode", "passthrough", "-frames:v", &count.to_string()])
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
+    let captured = decode_command(source, probe, range, seek_frame)
         .run()
         .await?;
 
@@ -96,4 +78,34 @@ async fn decode_from(
         });
     }
     Ok(out.chunks_exact(frame_len).map(<[u8]>::to_vec).collect())
+}
+
+/// The ffmpeg command that writes frames `range` of `source` to stdout as packed RGB24, reading
+/// from frame `seek_frame` (a keyframe at or before the range).
+pub(crate) fn decode_command(
+    source: &Path,
+    probe: &Probe,
+    range: Range<usize>,
+    seek_frame: usize,
+) -> FfCommand {
+    let v = &probe.video;
+    let tb = v.time_base;
+    let count = range.len();
+    let first = probe.frames[range.start].pts;
+    let last = probe.frames[range.end - 1].pts;
+
+    let mut cmd = FfCommand::ffmpeg("decode frames").args(["-noautorotate", "-copyts"]);
+    // `-ss` counts from the container's start time; flooring to the microsecond keeps the
+    // seek point at or before the keyframe, and the select filter drops anything earlier.
+    let seek_us =
+        micros_floor(probe.frames[seek_frame].pts, tb) - probe.format.start_time_us.unwrap_or(0);
+    if seek_frame > 0 && seek_us > 0 {
+        cmd = cmd.args(["-ss", &format_micros(seek_us)]);
+    }
+    cmd.arg("-i")
+        .arg(source)
+        .args(["-map", &format!("0:{}", v.index)])
+        .args(["-vf", &format!("select='between(pts,{first},{last})'")])
+        .args(["-fps_mode", "passthrough", "-frames:v", &count.to_string()])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
 }

@@ -123,6 +123,24 @@ pub async fn encode_chunk(
         });
     }
 
+    let (cmd, script) = encode_command(probe, range.clone(), out, settings).await?;
+    let result = cmd.run_with_input(frames).await;
+    let _ = tokio::fs::remove_file(&script).await;
+    result?;
+    verify_chunk(probe, range, out).await
+}
+
+/// The ffmpeg command that encodes packed RGB24 frames from stdin, which are the source frames
+/// `range`, into the mp4 `out` with the source's timestamps, and the filter script it reads
+/// (written here; the caller removes it after the run).
+pub(crate) async fn encode_command(
+    probe: &Probe,
+    range: Range<u64>,
+    out: &Path,
+    settings: &EncoderSettings,
+) -> Result<(FfCommand, PathBuf), MediaError> {
+    let v = &probe.video;
+    let (start, end) = (range.start as usize, range.end as usize);
     // Ticks of 1/den: a time base num/den becomes num ticks per source tick.
     let tb = v.time_base;
     let first = probe.frames[start].pts;
@@ -146,7 +164,7 @@ pub async fn encode_chunk(
         .into_iter()
         .find(|r| r.is_valid())
         .unwrap_or(super::Rational::new(25, 1));
-    let result = FfCommand::ffmpeg("encode a chunk")
+    let cmd = FfCommand::ffmpeg("encode a chunk")
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24"])
         .args([
             "-s",
@@ -180,12 +198,8 @@ pub async fn encode_chunk(
             "mp4",
             "-y",
         ])
-        .arg(out)
-        .run_with_input(frames)
-        .await;
-    let _ = tokio::fs::remove_file(&script).await;
-    result?;
-    verify_chunk(probe, range, out).await
+        .arg(out);
+    Ok((cmd, script))
 }
 
 /// Appends to `expr` an ffmpeg expression that is `ticks[N - offset]` for frame number `N`:

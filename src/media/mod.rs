@@ -10,6 +10,7 @@
 //! - [`decode_frames`]: a frame range to RGB24, seeking to the nearest keyframe.
 //! - [`encode_chunk`]: RGB24 frames to an mp4 chunk with exact timestamps ([`EncoderSettings`]).
 //! - [`stitch()`]: chunks plus the source's audio and subtitles into the output mp4.
+//! - [`stitch_stabilised`]: the same, with the frames temporally stabilised in one streaming pass.
 //! - [`verify()`], [`verify_chunk`]: ffprobe checks of an output against its source.
 //! - [`time`]: exact rational time arithmetic.
 //!
@@ -25,6 +26,7 @@ pub mod encode;
 mod error;
 pub mod limits;
 pub mod probe;
+pub mod stabilise;
 pub mod stitch;
 pub mod time;
 pub mod verify;
@@ -35,6 +37,7 @@ pub use encode::{EncoderSettings, encode_chunk};
 pub use error::MediaError;
 pub use limits::{Limits, check};
 pub use probe::{FormatInfo, FrameTime, Probe, StreamInfo, VideoStream, probe};
+pub use stabilise::{StabiliseReport, stitch_stabilised};
 pub use stitch::stitch;
 pub use time::Rational;
 pub use verify::{compare, verify, verify_chunk};

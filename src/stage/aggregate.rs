@@ -1,6 +1,12 @@
 //! The aggregator: joins a job's chunks in order, copies the audio and other streams from the
 //! source, verifies the result against the source, and writes the output once.
 //!
+//! A job with temporal stabilisation (its manifest says so) has its chunks decoded and blended in
+//! one sequential pass, frame after frame, before they are joined
+//! ([`stitch_stabilised`](crate::media::stitch_stabilised)): the workers style their batches in
+//! parallel as ever, and the one cheap ordered step runs where every batch is already done, so
+//! batch seams are ordinary frame pairs and no worker waits on another.
+//!
 //! Output naming: two jobs may want one name (the same file name uploaded twice with other bytes,
 //! one clip at two strengths). A name is owned by the job that creates `jobs/outputs/<name>.json`
 //! (create-only: the claim itself is the atomic step); a job that finds its name owned by another
@@ -199,15 +205,36 @@ pub async fn stitch(
             )
             .await?;
         let stitched = work.join("output.mp4");
-        crate::media::stitch(
-            &source,
-            &manifest.probe,
-            &chunks,
-            &stitched,
-            &manifest.encoder,
-        )
-        .await
-        .map_err(|e| StageError::media("stitching", e))?;
+        match &manifest.temporal {
+            None => crate::media::stitch(
+                &source,
+                &manifest.probe,
+                &chunks,
+                &stitched,
+                &manifest.encoder,
+            )
+            .await
+            .map_err(|e| StageError::media("stitching", e))?,
+            Some(temporal) => {
+                let report = crate::media::stitch_stabilised(
+                    &source,
+                    &manifest.probe,
+                    &chunks,
+                    &stitched,
+                    &manifest.encoder,
+                    temporal,
+                )
+                .await
+                .map_err(|e| StageError::media("stitching with temporal stabilisation", e))?;
+                log.info(format!(
+                    "stabilised {} frames in {:.1} s of flow and blend: {:.0}% of pixels reliable, {} restarts (cuts, fades)",
+                    report.frames,
+                    report.filter_seconds,
+                    100.0 * report.reliable,
+                    report.restarts
+                ));
+            }
+        }
         crate::media::verify(&manifest.probe, &stitched)
             .await
             .map_err(|e| {

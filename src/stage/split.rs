@@ -164,14 +164,19 @@ pub async fn split(
     };
     let style = &style;
     let version = source.sha256.clone();
-    let settings_key = serde_json::json!({
+    let mut settings_key = serde_json::json!({
         "batch_frames": ctx.settings.batch_frames,
         "model_batch": ctx.settings.model_batch,
         "encoder": ctx.settings.encoder,
         "strength": style.strength,
         "preserve_colour": style.preserve_colour,
-    })
-    .to_string();
+    });
+    // Stabilisation is part of the job (another output); off keeps the ids jobs had before the
+    // option existed.
+    if let (Some(temporal), Some(key)) = (&ctx.settings.temporal, settings_key.as_object_mut()) {
+        key.insert("temporal".into(), serde_json::json!(temporal));
+    }
+    let settings_key = settings_key.to_string();
     let job = JobId::derive(source_path, &version, &style.identity(), &settings_key);
     let mut log = JobLog::new(&job, "split");
 
@@ -341,6 +346,7 @@ async fn plan(
         batches,
         encoder: ctx.settings.encoder.clone(),
         model_batch: ctx.settings.model_batch,
+        temporal: ctx.settings.temporal.clone(),
         window: ctx.settings.flood.max_queued_per_job.max(1),
         output: output_path(source_path),
         created_at: now_secs(),

@@ -178,6 +178,7 @@ async fn context(location: &Location, planning: Option<&Planning>) -> anyhow::Re
             max_backlog: p.max_backlog.max(1),
             max_queued_per_job: p.max_queued_per_job.max(1),
         };
+        settings.temporal = p.temporal.0.clone();
     }
     let location = stylefleet::setup::Location {
         data: location.data.clone(),

@@ -78,6 +78,18 @@ struct Planning {
     /// Batch messages of one job queued at a time; finished batches post the next ones.
     #[arg(long, default_value_t = 64)]
     max_queued_per_job: u32,
+    /// Temporal stabilisation against flicker: `on`, `off`, or a strength between 0 and 1 (how
+    /// much of the previous styled frame, warped along the motion, a still pixel keeps).
+    #[arg(long, default_value = "on", env = "STYLEFLEET_TEMPORAL", value_parser = parse_temporal)]
+    temporal: Temporal,
+}
+
+/// The parsed `--temporal` option (`None`: off).
+#[derive(Debug, Clone)]
+struct Temporal(Option<stylefleet::temporal::TemporalSettings>);
+
+fn parse_temporal(text: &str) -> Result<Temporal, String> {
+    stylefleet::temporal::TemporalSettings::parse_option(text).map(Temporal)
 }
 
 /// Style options.
