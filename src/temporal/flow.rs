@@ -108,6 +108,10 @@ impl DisParams {
     }
 }
 
+/// Weight of the prior towards a patch's start, per pixel of the patch (luma levels squared per
+/// pixel of displacement squared).
+const PRIOR: f32 = 4.0;
+
 /// The flow from `i0` to `i1` (same size): `i0(x) ~ i1(x + flow(x))`.
 pub fn dis_flow(i0: &Plane, i1: &Plane, params: &DisParams) -> Flow {
     let patch = params.patch.max(2);
@@ -260,8 +264,10 @@ fn search_patch(
         hxy += tgx[i] * tgy[i];
         hyy += tgy[i] * tgy[i];
     }
-    // A little regularisation keeps flat patches (no gradient) where they start.
-    let reg = 1e-3 * n as f32;
+    // A prior towards the start (the coarser level's flow), `PRIOR * n * |u - start|^2` in the
+    // energy: negligible for a textured patch (gradients of tens of luma levels per pixel),
+    // it keeps a flat or noisy patch, which has nothing to match, from wandering on noise.
+    let reg = PRIOR * n as f32;
     let (hxx, hyy) = (hxx + reg, hyy + reg);
     let det = hxx * hyy - hxy * hxy;
     if det <= f32::EPSILON {
@@ -292,7 +298,7 @@ fn search_patch(
     let start_err = residual(u, v, &mut warped);
     let mut err = start_err;
     for _ in 0..iters {
-        let (mut bx, mut by) = (0.0f32, 0.0f32);
+        let (mut bx, mut by) = (reg * (u - start.0), reg * (v - start.1));
         for i in 0..n {
             bx += tgx[i] * warped[i];
             by += tgy[i] * warped[i];

@@ -7,11 +7,17 @@ use rayon::prelude::*;
 use super::flow::Flow;
 use super::plane::Plane;
 
+/// The constant of the motion-boundary test (see [`consistency`]).
+pub const BOUNDARY_SLACK: f32 = 0.05;
+
 /// 1 where `backward` (current to previous frame) is consistent with `forward` (previous to
 /// current) and away from motion boundaries, 0 elsewhere and where the flow leaves the frame.
 ///
 /// Consistency: `|b(x) + f(x + b(x))|^2 <= 0.01 (|b|^2 + |f|^2) + 0.5`; boundary:
-/// `|grad b_u|^2 + |grad b_v|^2 <= 0.01 |b|^2 + 0.002` (pixels of the flow's resolution).
+/// `|grad b_u|^2 + |grad b_v|^2 <= 0.01 |b|^2 + 0.05` (pixels of the flow's resolution). The
+/// boundary test's constant is Ruder's 0.002 raised to [`BOUNDARY_SLACK`]: DIS without
+/// variational refinement leaves sub-pixel noise in the flow of flat areas, whose gradient alone
+/// failed the original test on still backgrounds.
 pub fn consistency(backward: &Flow, forward: &Flow) -> Plane {
     let (w, h) = (backward.width(), backward.height());
     let mut mask = Plane::zeros(w, h);
@@ -39,7 +45,7 @@ pub fn consistency(backward: &Flow, forward: &Flow) -> Plane {
                     let gy = 0.5 * (p.at(xi, yi + 1) - p.at(xi, yi - 1));
                     gx * gx + gy * gy
                 };
-                if d(&backward.u) + d(&backward.v) > 0.01 * (bu * bu + bv * bv) + 0.002 {
+                if d(&backward.u) + d(&backward.v) > 0.01 * (bu * bu + bv * bv) + BOUNDARY_SLACK {
                     continue;
                 }
                 *m = 1.0;

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::flow::DisParams;
 
-/// The default strength: the previous output keeps `0.9 * 0.9 = 0.81` of each stable pixel.
-pub const DEFAULT_STRENGTH: f32 = 0.9;
+/// The default strength: a reliable pixel keeps 0.9 of the warped previous output and takes 0.1
+/// of the new styled frame (`scripts/bench-temporal.sh` measures the trade-off).
+pub const DEFAULT_STRENGTH: f32 = 1.0;
 
 /// Temporal stabilisation of one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,7 +43,7 @@ impl Default for TemporalSettings {
             flow_width: 360,
             flow: DisParams::default(),
             photometric_sigma: 12.0,
-            static_threshold: 3.0,
+            static_threshold: 16.0,
             cut_fraction: 0.6,
             cut_luma_jump: 12.0,
             flat_std: 4.0,

@@ -153,6 +153,9 @@ impl Stabiliser {
         } else {
             backward.resize(w, h)
         };
+        // Still: no change around the pixel beyond sensor and compression noise. Taken as it
+        // is, whatever the flow says there: flow in flat or noisy areas wanders by fractions of
+        // a pixel, and following it would move the strokes of a still background.
         let still = unchanged(luma, &prev.luma, s.static_threshold);
         let keep = 1.0 - s.new_frame_weight();
         let (mx, my) = (
@@ -184,7 +187,7 @@ impl Stabiliser {
                                 .sample((x as f32 + 0.5) * mx - 0.5, (y as f32 + 0.5) * my - 0.5);
                             let d = luma.data[i] - prev.luma.sample(px, py);
                             let c = m * photometric(d, s.photometric_sigma);
-                            (c, sample_rgb(&prev.out, w, h, px, py))
+                            (c, sample_rgb_cubic(&prev.out, w, h, px, py))
                         }
                     };
                     if c >= 0.5 {
@@ -208,20 +211,40 @@ fn restart_from(styled: &[u8]) -> Vec<f32> {
     styled.iter().map(|&v| f32::from(v)).collect()
 }
 
-/// Bilinear sample of packed RGB `f32` at `(x, y)`, inside the frame.
+/// Catmull-Rom weights of the four taps around a sample at fraction `t` past the second.
 #[inline]
-fn sample_rgb(rgb: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32; 3] {
+fn cubic_weights(t: f32) -> [f32; 4] {
+    let (t2, t3) = (t * t, t * t * t);
+    [
+        0.5 * (-t3 + 2.0 * t2 - t),
+        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
+        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
+        0.5 * (t3 - t2),
+    ]
+}
+
+/// Bicubic (Catmull-Rom) sample of packed RGB `f32` at `(x, y)`, inside the frame, edges
+/// clamped. Bicubic rather than bilinear: the blend resamples its own output frame after frame,
+/// and bilinear's low-pass would add up to a visible blur of the strokes on moving content.
+#[inline]
+fn sample_rgb_cubic(rgb: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32; 3] {
     let (x0, y0) = (x.floor(), y.floor());
-    let (fx, fy) = (x - x0, y - y0);
-    let (x0, y0) = (x0 as usize, y0 as usize);
-    let x1 = (x0 + 1).min(w - 1);
-    let y1 = (y0 + 1).min(h - 1);
-    let at = |xx: usize, yy: usize, c: usize| rgb[3 * (yy * w + xx) + c];
-    let mut o = [0.0; 3];
-    for (c, v) in o.iter_mut().enumerate() {
-        let top = at(x0, y0, c) + fx * (at(x1, y0, c) - at(x0, y0, c));
-        let bottom = at(x0, y1, c) + fx * (at(x1, y1, c) - at(x0, y1, c));
-        *v = top + fy * (bottom - top);
+    let (wx, wy) = (cubic_weights(x - x0), cubic_weights(y - y0));
+    let (x0, y0) = (x0 as isize, y0 as isize);
+    let mut o = [0.0f32; 3];
+    for (j, wyj) in wy.iter().enumerate() {
+        let yy = (y0 + j as isize - 1).clamp(0, h as isize - 1) as usize;
+        let mut row = [0.0f32; 3];
+        for (i, wxi) in wx.iter().enumerate() {
+            let xx = (x0 + i as isize - 1).clamp(0, w as isize - 1) as usize;
+            let p = 3 * (yy * w + xx);
+            row[0] += wxi * rgb[p];
+            row[1] += wxi * rgb[p + 1];
+            row[2] += wxi * rgb[p + 2];
+        }
+        for c in 0..3 {
+            o[c] += wyj * row[c];
+        }
     }
     o
 }
