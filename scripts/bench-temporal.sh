@@ -6,8 +6,9 @@
 # is examples/temporal_bench.rs, which says what each row means; it prints one table per clip.
 #
 # Usage: scripts/bench-temporal.sh [style]
-# Environment: STRENGTH (default: the pipeline's), FRAMES_720P (default 24: frames for the 720p
-# cost row), STRIP (default bench/results/temporal-strip.jpg: a before/after strip of a moving
+# Environment: PROFILE (default dev; `release` measures the cost as the shipped binaries run:
+# the dev profile compiles this crate at opt-level 1), STRENGTH (default: the pipeline's),
+# FRAMES_720P (default 24: frames for the 720p cost row), STRIP (default bench/results/temporal-strip.jpg: a before/after strip of a moving
 # scene; empty to skip). Work files live in a temporary folder, deleted at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +20,13 @@ frames_720p="${FRAMES_720P:-24}"
 strip="${STRIP-bench/results/temporal-strip.jpg}"
 
 scripts/fetch-footage.sh >/dev/null
-cargo build --quiet --workspace --example temporal_bench
-bench=target/debug/examples/temporal_bench
+if [[ "${PROFILE:-dev}" == release ]]; then
+    cargo build --quiet --release -p stylefleet --example temporal_bench
+    bench=target/release/examples/temporal_bench
+else
+    cargo build --quiet --workspace --example temporal_bench
+    bench=target/debug/examples/temporal_bench
+fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/stylefleet-temporal.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
@@ -42,12 +48,11 @@ echo "\$ $bench bigbuckbunny.mp4 (720p) --style $style ${strength[*]} --frames $
 
 if [[ -n "$strip" ]]; then
     # Rows: source, per-frame, stabilised; columns: four consecutive frames, half size.
-    ls "$work/strip" >/dev/null
     for r in source perframe stabilised; do
         ffmpeg -hide_banner -nostdin -v error -y -start_number 96 -i "$work/strip/$r-%04d.png" \
             -vf "scale=320:180,tile=4x1" -frames:v 1 "$work/row-$r.png"
     done
     ffmpeg -hide_banner -nostdin -v error -y -i "$work/row-source.png" -i "$work/row-perframe.png" \
-        -i "$work/row-stabilised.png" -filter_complex vstack=inputs=3 -q:v 4 "$strip"
+        -i "$work/row-stabilised.png" -filter_complex vstack=inputs=3 -q:v 6 "$strip"
     echo "strip (rows: source, per-frame, stabilised; frames 96-99): $strip"
 fi
