@@ -74,19 +74,19 @@ pub fn unchanged(current: &Plane, previous: &Plane, threshold: f32) -> Vec<bool>
     let mut rows = vec![0.0f32; w * h];
     rows.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
         let r = &diff[y * w..(y + 1) * w];
-        for x in 0..w {
+        for (x, o) in out.iter_mut().enumerate() {
             let lo = x.saturating_sub(1);
             let hi = (x + 1).min(w - 1);
-            out[x] = r[lo..=hi].iter().fold(0.0f32, |m, &v| m.max(v));
+            *o = r[lo..=hi].iter().fold(0.0f32, |m, &v| m.max(v));
         }
     });
     let mut out = vec![false; w * h];
     out.par_chunks_mut(w).enumerate().for_each(|(y, o)| {
         let lo = y.saturating_sub(1);
         let hi = (y + 1).min(h - 1);
-        for x in 0..w {
+        for (x, o) in o.iter_mut().enumerate() {
             let m = (lo..=hi).fold(0.0f32, |m, yy| m.max(rows[yy * w + x]));
-            o[x] = m < threshold;
+            *o = m < threshold;
         }
     });
     out

@@ -64,7 +64,7 @@ impl TemporalSettings {
             "off" | "false" | "no" | "none" => Ok(None),
             "on" | "true" | "yes" | "" => Ok(Some(TemporalSettings::default())),
             other => match other.parse::<f32>() {
-                Ok(s) if s == 0.0 => Ok(None),
+                Ok(0.0) => Ok(None),
                 Ok(s) if (0.0..=1.0).contains(&s) => Ok(Some(TemporalSettings {
                     strength: s,
                     ..TemporalSettings::default()
