@@ -7,13 +7,13 @@
 //!
 //! - [`job`]: job ids, the manifest (the plan), markers and the status snapshot, and their paths.
 //! - [`message`]: the `batch` and `stitch` messages.
-//! - [`store`]: blob storage through `object_store` (local folder, Azure); [`azure`]: its Azure side.
+//! - [`store`]: blob storage through `object_store` (local folder, Azure); [`store::azure`]: its
+//!   Azure side, with [`store::azure::sas`] (short-lived single-blob URLs for outside users).
 //! - [`queue`]: the peek-lock queue trait, the SQLite backend, the conformance suite.
 //! - [`media`]: ffprobe, exact frame-range decode, chunk encode, stitch, verify.
 //! - [`stage`]: split, style (feature `style`), aggregate; [`consume`]: the receive/renew/settle loop.
 //! - [`fleet`]: the embedded fleet: watcher, worker processes, autoscaler, `process` for one video.
 //! - [`inspect`] and [`dlq`]: what `status` and `dlq` show and do.
-//! - [`sas`]: short-lived single-blob upload/download URLs for outside users (user delegation SAS).
 //! - [`settings`]: batch size, limits, encoder, retry policy, temporal stabilisation.
 //! - [`temporal`]: flow-guided temporal stabilisation of the styled frames (DIS optical flow,
 //!   reliability, the recursive blend), run by the aggregator in one pass at stitch time.
@@ -26,7 +26,6 @@
 #![warn(missing_docs)]
 
 pub mod access;
-pub mod azure;
 pub mod consume;
 pub mod dlq;
 pub mod fault;
@@ -37,7 +36,6 @@ pub mod lifecycle;
 pub mod media;
 pub mod message;
 pub mod queue;
-pub mod sas;
 pub mod settings;
 pub mod setup;
 pub mod stage;

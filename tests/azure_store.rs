@@ -18,7 +18,7 @@ use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
-use stylefleet::azure::{
+use stylefleet::store::azure::{
     AccountStore, EMULATOR_ACCOUNT, EMULATOR_KEY, Options, open_container, open_store_with,
 };
 use stylefleet::store::{Store, StoreError};

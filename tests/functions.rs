@@ -628,7 +628,7 @@ async fn distributed_run_through_the_functions_handler() {
 async fn refusals_and_ignored_events_enqueue_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let azurite = Azurite::start();
-    for container in stylefleet::azure::LAYOUT_CONTAINERS {
+    for container in stylefleet::store::azure::LAYOUT_CONTAINERS {
         azurite.create_container(container).await;
     }
     // The deployment's layout: the store is the account, `input` a container.
@@ -799,7 +799,7 @@ async fn refusals_and_ignored_events_enqueue_nothing() {
 async fn a_stitch_that_cannot_succeed_is_dead_lettered_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
     let azurite = Azurite::start();
-    for container in stylefleet::azure::LAYOUT_CONTAINERS {
+    for container in stylefleet::store::azure::LAYOUT_CONTAINERS {
         azurite.create_container(container).await;
     }
     // The deployment's layout: the store is the account, each top-level folder a container.
@@ -1125,7 +1125,7 @@ impl GrantedRun {
         use stylefleet::access::{Account, Guard, Matrix};
         let dir = tempfile::tempdir().unwrap();
         let azurite = Azurite::start();
-        for container in stylefleet::azure::LAYOUT_CONTAINERS {
+        for container in stylefleet::store::azure::LAYOUT_CONTAINERS {
             azurite.create_container(container).await;
         }
         // The deployment's layout: the data store is the account, each top-level folder a

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stylefleet::azure::{RETRY_ATTEMPTS, RETRY_FIRST};
 use stylefleet::store::Store;
+use stylefleet::store::azure::{RETRY_ATTEMPTS, RETRY_FIRST};
 use support::azurite::{Azurite, check};
 
 /// Frames of the clip and frames per batch: ten batches, so that most of the job is still ahead

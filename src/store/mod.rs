@@ -45,8 +45,11 @@
 //!
 //! - this module: [`Store`] and its errors, small JSON reads and writes, [`Store::fetch_pinned`]
 //!   (a job's pinned version of an object, see [`Fingerprint`]).
+//! - [`azure`]: Azure Blob Storage (the URL forms, a container store, an account store) and its
+//!   short-lived single-blob URLs ([`azure::sas`]).
 //! - `transfer` (private): the file transfers and sweeps behind uploads and downloads.
 
+pub mod azure;
 mod transfer;
 
 use transfer::*;
@@ -223,7 +226,7 @@ impl Store {
             return Self::local(Path::new(path));
         }
         if spec.contains("://") {
-            return crate::azure::open_store(spec).map(|inner| Store {
+            return azure::open_store(spec).map(|inner| Store {
                 inner,
                 local: None,
                 spec: spec.to_owned(),

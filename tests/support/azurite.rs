@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stylefleet::azure::{EMULATOR_ACCOUNT, EMULATOR_KEY};
+use stylefleet::store::azure::{EMULATOR_ACCOUNT, EMULATOR_KEY};
 
 /// How long Azurite may take to answer after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -165,7 +165,7 @@ impl Azurite {
 
     /// Creates `container` if it does not exist (through the store's own container check).
     pub async fn create_container(&self, container: &str) {
-        stylefleet::azure::open_container(&self.container_url(container))
+        stylefleet::store::azure::open_container(&self.container_url(container))
             .expect("a container store")
             .ensure()
             .await

@@ -145,11 +145,11 @@ pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<Exit
             store,
         } => {
             let direction = match direction {
-                SasKind::Upload => stylefleet::sas::SasDirection::Upload,
-                SasKind::Download => stylefleet::sas::SasDirection::Download,
+                SasKind::Upload => stylefleet::store::azure::sas::SasDirection::Upload,
+                SasKind::Download => stylefleet::store::azure::sas::SasDirection::Download,
             };
             let ttl = Duration::from_secs(ttl_minutes.saturating_mul(60));
-            let url = stylefleet::sas::mint(&store, &blob, direction, ttl).await?;
+            let url = stylefleet::store::azure::sas::mint(&store, &blob, direction, ttl).await?;
             println!("{url}");
             Ok(ExitCode::SUCCESS)
         }
