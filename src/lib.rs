@@ -9,7 +9,8 @@
 //! - [`message`]: the `batch` and `stitch` messages.
 //! - [`store`]: blob storage through `object_store` (local folder, Azure); [`store::azure`]: its
 //!   Azure side, with [`store::azure::sas`] (short-lived single-blob URLs for outside users).
-//! - [`queue`]: the peek-lock queue trait, the SQLite backend, the conformance suite.
+//! - [`queue`]: the peek-lock queue trait, the SQLite and Service Bus backends, the conformance
+//!   suite (feature `conformance`, for tests).
 //! - [`media`]: ffprobe, exact frame-range decode, chunk encode, stitch, verify.
 //! - [`stage`]: split, style (feature `style`), aggregate; [`consume`]: the receive/renew/settle loop.
 //! - [`fleet`]: the embedded fleet: watcher, worker processes, autoscaler, `process` for one video.

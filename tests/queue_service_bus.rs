@@ -25,7 +25,7 @@ use fe2o3_amqp_types::definitions::{
 };
 use fe2o3_amqp_types::messaging::{AmqpValue, ApplicationProperties, Body, Data};
 use fe2o3_amqp_types::primitives::{Binary, SimpleValue, Symbol, Timestamp, Value};
-use stylefleet::queue::conformance::{self, Capabilities};
+use stylefleet::queue::conformance::{self, Capabilities, Fixture};
 use stylefleet::queue::service_bus::error::{
     Class, classify, classify_condition, classify_status, classify_text, queue_error,
 };
@@ -857,52 +857,45 @@ fn unique(test: &str) -> String {
     )
 }
 
-macro_rules! live_conformance {
-    ($($test:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $test() {
-            let Some(queue) = live(stringify!($test)) else { return };
-            let name = unique(stringify!($test));
-            queue
-                .create_queue(
-                    &name,
-                    &QueueSettings {
-                        lock_duration: LOCK,
-                        max_delivery_count: MAX_DELIVERIES,
-                        // A failed run leaves nothing behind for long.
-                        auto_delete_on_idle: Some(Duration::from_secs(300)),
-                    },
-                )
-                .await
-                .unwrap();
-            conformance::$test(&queue, &caps(), &name).await;
-            queue.delete_queue(&name).await.unwrap();
-        }
-    )*};
+/// Each conformance test on a queue of its own in the live namespace, created and deleted here.
+struct Live;
+
+impl conformance::Harness for Live {
+    type Queue = ServiceBusQueue;
+    type Guard = ();
+
+    fn capabilities() -> Capabilities {
+        caps()
+    }
+
+    async fn open(test: &str) -> Option<Fixture<ServiceBusQueue>> {
+        let queue = live(test)?;
+        let name = unique(test);
+        queue
+            .create_queue(
+                &name,
+                &QueueSettings {
+                    lock_duration: LOCK,
+                    max_delivery_count: MAX_DELIVERIES,
+                    // A failed run leaves nothing behind for long.
+                    auto_delete_on_idle: Some(Duration::from_secs(300)),
+                },
+            )
+            .await
+            .unwrap();
+        Some(Fixture {
+            queue,
+            name,
+            guard: (),
+        })
+    }
+
+    async fn close(fixture: Fixture<ServiceBusQueue>) {
+        fixture.queue.delete_queue(&fixture.name).await.unwrap();
+    }
 }
 
-live_conformance!(
-    send_receive_complete,
-    send_batch,
-    receive_max_and_wait,
-    scheduled_send,
-    lock_hides_message,
-    lock_expiry_redelivers,
-    renew_lock_keeps_hidden,
-    renewal_keeps_lock_past_its_duration,
-    abandon_redelivers,
-    abandon_with_delay,
-    dead_letter_with_reason,
-    max_delivery_count_dead_letters,
-    lost_lock_fails_settling,
-    lock_lost_during_work,
-    replay_from_dead_letters,
-    dead_letter_receive_and_abandon,
-    peek_dead_letters_pages,
-    backlog_counts,
-    duplicate_ids,
-    concurrent_receivers,
-);
+stylefleet::conformance_tests!(Live);
 
 /// A queue that does not exist is reported as such, not as a transient failure to retry.
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stylefleet::queue::conformance::{self, Capabilities};
+use stylefleet::queue::conformance::{self, Capabilities, Fixture};
 use stylefleet::queue::sqlite::{QueueConfig, SqliteQueue};
 use stylefleet::queue::{
     MAX_DELIVERY_COUNT_EXCEEDED, OutgoingMessage, Queue, QueueError, QueueExt,
@@ -38,38 +38,28 @@ fn caps() -> Capabilities {
     Capabilities::new(LOCK, MAX_DELIVERIES)
 }
 
-macro_rules! conformance {
-    ($($test:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $test() {
-            let (_dir, queue) = fresh();
-            conformance::$test(&queue, &caps(), stringify!($test)).await;
-        }
-    )*};
+/// Each conformance test on a database of its own.
+struct Sqlite;
+
+impl conformance::Harness for Sqlite {
+    type Queue = SqliteQueue;
+    type Guard = TempDir;
+
+    fn capabilities() -> Capabilities {
+        caps()
+    }
+
+    async fn open(test: &str) -> Option<Fixture<SqliteQueue, TempDir>> {
+        let (guard, queue) = fresh();
+        Some(Fixture {
+            queue,
+            name: test.to_owned(),
+            guard,
+        })
+    }
 }
 
-conformance!(
-    send_receive_complete,
-    send_batch,
-    receive_max_and_wait,
-    scheduled_send,
-    lock_hides_message,
-    lock_expiry_redelivers,
-    renew_lock_keeps_hidden,
-    renewal_keeps_lock_past_its_duration,
-    abandon_redelivers,
-    abandon_with_delay,
-    dead_letter_with_reason,
-    max_delivery_count_dead_letters,
-    lost_lock_fails_settling,
-    lock_lost_during_work,
-    replay_from_dead_letters,
-    dead_letter_receive_and_abandon,
-    peek_dead_letters_pages,
-    backlog_counts,
-    duplicate_ids,
-    concurrent_receivers,
-);
+stylefleet::conformance_tests!(Sqlite);
 
 /// `run_all` itself, on one database, queues kept apart by the prefix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,15 +163,7 @@ async fn delivery_counts_survive_reopening() {
 #[tokio::test]
 async fn schema_is_readable_by_other_clients() {
     let (dir, queue) = fresh();
-    queue
-        .send_one("batches", OutgoingMessage::new("job:00001", b"{}".to_vec()))
-        .await
-        .unwrap();
-    let d = queue
-        .receive_one("batches", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = conformance::send_and_receive(&queue, "batches", "job:00001").await;
     let other = rusqlite::Connection::open(dir.path().join("queue.sqlite")).unwrap();
     let (id, state, count, token): (String, String, i64, String) = other
         .query_row(
@@ -206,15 +188,7 @@ async fn schema_is_readable_by_other_clients() {
 #[tokio::test]
 async fn dead_lettering_a_dead_letter_is_refused() {
     let (_dir, queue) = fresh();
-    queue
-        .send_one("q", OutgoingMessage::new("m", b"x".to_vec()))
-        .await
-        .unwrap();
-    let d = queue
-        .receive_one("q", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = conformance::send_and_receive(&queue, "q", "m").await;
     queue.dead_letter(&d, "First", "").await.unwrap();
     let dead = queue
         .receive_dead_letters("q", 1, Duration::from_secs(5))
@@ -231,26 +205,14 @@ async fn dead_lettering_a_dead_letter_is_refused() {
 #[tokio::test]
 async fn completed_ids_can_be_sent_again() {
     let (_dir, queue) = fresh();
-    queue
-        .send_one("q", OutgoingMessage::new("m", b"1".to_vec()))
-        .await
-        .unwrap();
-    let d = queue
-        .receive_one("q", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = conformance::send_and_receive(&queue, "q", "m").await;
     queue.complete(&d).await.unwrap();
     queue
         .send_one("q", OutgoingMessage::new("m", b"2".to_vec()))
         .await
         .unwrap();
-    let again = queue
-        .receive_one("q", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(again.body, b"2");
+    let again = conformance::expect_one(&queue, &caps(), "q").await;
+    assert_eq!(again.body, b"2", "the second message, not the first");
     // Ids are per queue.
     queue
         .send_one("other", OutgoingMessage::new("m", b"3".to_vec()))
@@ -450,15 +412,7 @@ async fn processes_share_one_file() {
 async fn keep_locked_renews_in_the_background() {
     let (_dir, queue) = fresh();
     let queue = Arc::new(queue);
-    queue
-        .send_one("q", OutgoingMessage::new("long", b"x".to_vec()))
-        .await
-        .unwrap();
-    let d = queue
-        .receive_one("q", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = conformance::send_and_receive(&*queue, "q", "long").await;
     assert_eq!(
         d.lock_duration, LOCK,
         "the delivery carries the configured lock"
@@ -482,15 +436,7 @@ async fn keep_locked_renews_in_the_background() {
 async fn keep_locked_reports_a_lost_lock() {
     let (_dir, queue) = fresh();
     let queue: Arc<dyn Queue> = Arc::new(queue);
-    queue
-        .send_one("q", OutgoingMessage::new("m", b"x".to_vec()))
-        .await
-        .unwrap();
-    let d = queue
-        .receive_one("q", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = conformance::send_and_receive(&*queue, "q", "m").await;
     let renewal = Arc::clone(&queue).keep_locked(&d);
     // Someone else settles it (as after an expiry and redelivery elsewhere).
     queue.complete(&d).await.unwrap();
@@ -510,15 +456,7 @@ async fn keep_locked_reports_a_lost_lock() {
 async fn dropping_the_renewal_guard_lets_the_lock_expire() {
     let (_dir, queue) = fresh();
     let queue = Arc::new(queue);
-    queue
-        .send_one("q", OutgoingMessage::new("m", b"x".to_vec()))
-        .await
-        .unwrap();
-    let d = queue
-        .receive_one("q", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = conformance::send_and_receive(&*queue, "q", "m").await;
     drop(Arc::clone(&queue).keep_locked(&d));
     let again = queue
         .receive_one("q", LOCK * 3)
@@ -541,15 +479,7 @@ async fn deliveries_carry_the_configured_lock_duration() {
         },
     )
     .unwrap();
-    queue
-        .send_one("q", OutgoingMessage::new("m", b"x".to_vec()))
-        .await
-        .unwrap();
-    let d = queue
-        .receive_one("q", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = conformance::send_and_receive(&queue, "q", "m").await;
     assert_eq!(d.lock_duration, long);
     queue.complete(&d).await.unwrap();
 }

@@ -3,14 +3,19 @@
 //!
 //! Each function takes the backend, its [`Capabilities`] and a queue name that no other test
 //! uses, and panics when the backend breaks the semantics stated in [`super`]. A backend's test
-//! file runs each one as its own test (or [`run_all`] at once). Functions send to the queue they
-//! are given and leave it empty (dead-letter queue included) when they pass.
+//! file runs each one as its own test with [`conformance_tests!`](crate::conformance_tests), which
+//! holds the only list of them (or [`run_all`] at once). Functions send to the queue they are
+//! given and leave it empty (dead-letter queue included) when they pass. The helpers they share
+//! ([`message`], [`expect_one`], [`expect_none`], ...) are public for a backend's own tests.
 //!
 //! The suite uses real time: lock expiry and delays are the backend's clock, so pass a short
 //! lock duration (about a second) where the backend allows it.
 //!
 //! Most functions take `&dyn Queue`; those that exercise [`QueueExt::keep_locked`], whose
 //! renewal runs in a task of its own, take a backend they can clone into an `Arc`.
+//!
+//! Compiled with the `conformance` feature only (the package's tests enable it through its
+//! dev-dependency on itself): no binary carries it.
 #![allow(clippy::unwrap_used)] // test code: a failed call is a failed conformance check
 
 use std::collections::BTreeSet;
@@ -61,46 +66,148 @@ impl Capabilities {
     }
 }
 
+/// Calls `$callback!($($args)* ; <every conformance function>)`: the one list of the suite's
+/// functions, which [`run_all`](crate::queue::conformance::run_all) and
+/// [`conformance_tests!`](crate::conformance_tests) expand.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_functions {
+    ($callback:ident!($($args:tt)*)) => {
+        $crate::$callback! {
+            $($args)*;
+            send_receive_complete,
+            send_batch,
+            receive_max_and_wait,
+            scheduled_send,
+            lock_hides_message,
+            lock_expiry_redelivers,
+            renew_lock_keeps_hidden,
+            renewal_keeps_lock_past_its_duration,
+            abandon_redelivers,
+            abandon_with_delay,
+            dead_letter_with_reason,
+            max_delivery_count_dead_letters,
+            lost_lock_fails_settling,
+            lock_lost_during_work,
+            replay_from_dead_letters,
+            dead_letter_receive_and_abandon,
+            peek_dead_letters_pages,
+            backlog_counts,
+            duplicate_ids,
+            concurrent_receivers,
+        }
+    };
+}
+
+/// One `#[tokio::test]` per conformance function, named after it, on the backend a [`Harness`]
+/// provides: `stylefleet::conformance_tests!(MyHarness);` in a backend's test file.
+///
+/// [`Harness`]: crate::queue::conformance::Harness
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:ty) => {
+        $crate::__conformance_functions!(__conformance_test_fns!($harness));
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test_fns {
+    ($harness:ty; $($test:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            use $crate::queue::conformance::Harness as _;
+            let Some(fixture) = <$harness>::open(stringify!($test)).await else {
+                return;
+            };
+            let caps = <$harness>::capabilities();
+            $crate::queue::conformance::$test(&fixture.queue, &caps, &fixture.name).await;
+            <$harness>::close(fixture).await;
+        }
+    )*};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_run_all {
+    ($queue:ident, $caps:ident, $name:ident; $($test:ident),* $(,)?) => {$(
+        $test($queue, $caps, &$name(stringify!($test))).await;
+    )*};
+}
+
+/// How a backend's test file gives each conformance test a queue: see [`conformance_tests!`].
+///
+/// [`conformance_tests!`]: crate::conformance_tests
+#[allow(async_fn_in_trait)] // test code, never behind `dyn` or sent between threads
+pub trait Harness {
+    /// The backend.
+    type Queue: Queue + Clone + 'static;
+    /// What must live as long as the test (a temporary folder), or `()`.
+    type Guard;
+
+    /// The backend's capabilities.
+    fn capabilities() -> Capabilities;
+
+    /// A backend and a queue name for test `test`, or `None` (after saying why) to skip it.
+    async fn open(test: &str) -> Option<Fixture<Self::Queue, Self::Guard>>;
+
+    /// Cleans up after a passed test (a failed one panics before this).
+    async fn close(fixture: Fixture<Self::Queue, Self::Guard>) {
+        drop(fixture);
+    }
+}
+
+/// A queue for one conformance test.
+#[derive(Debug)]
+pub struct Fixture<Q, G = ()> {
+    /// The backend.
+    pub queue: Q,
+    /// The queue name the test uses.
+    pub name: String,
+    /// Kept until the test ends.
+    pub guard: G,
+}
+
 /// Runs every conformance function, each on its own queue named `"<prefix>-<function>"`.
 pub async fn run_all<Q: Queue + Clone + 'static>(queue: &Q, caps: &Capabilities, prefix: &str) {
     let name = |test: &str| format!("{prefix}-{test}");
-    send_receive_complete(queue, caps, &name("send_receive_complete")).await;
-    send_batch(queue, caps, &name("send_batch")).await;
-    receive_max_and_wait(queue, caps, &name("receive_max_and_wait")).await;
-    scheduled_send(queue, caps, &name("scheduled_send")).await;
-    lock_hides_message(queue, caps, &name("lock_hides_message")).await;
-    lock_expiry_redelivers(queue, caps, &name("lock_expiry_redelivers")).await;
-    renew_lock_keeps_hidden(queue, caps, &name("renew_lock_keeps_hidden")).await;
-    renewal_keeps_lock_past_its_duration(
-        queue,
-        caps,
-        &name("renewal_keeps_lock_past_its_duration"),
-    )
-    .await;
-    abandon_redelivers(queue, caps, &name("abandon_redelivers")).await;
-    abandon_with_delay(queue, caps, &name("abandon_with_delay")).await;
-    dead_letter_with_reason(queue, caps, &name("dead_letter_with_reason")).await;
-    max_delivery_count_dead_letters(queue, caps, &name("max_delivery_count_dead_letters")).await;
-    lost_lock_fails_settling(queue, caps, &name("lost_lock_fails_settling")).await;
-    lock_lost_during_work(queue, caps, &name("lock_lost_during_work")).await;
-    replay_from_dead_letters(queue, caps, &name("replay_from_dead_letters")).await;
-    dead_letter_receive_and_abandon(queue, caps, &name("dead_letter_receive_and_abandon")).await;
-    peek_dead_letters_pages(queue, caps, &name("peek_dead_letters_pages")).await;
-    backlog_counts(queue, caps, &name("backlog_counts")).await;
-    duplicate_ids(queue, caps, &name("duplicate_ids")).await;
-    concurrent_receivers(queue, caps, &name("concurrent_receivers")).await;
+    crate::__conformance_functions!(__conformance_run_all!(queue, caps, name));
 }
 
-fn body_of(id: &str) -> Vec<u8> {
+/// The body of message `id` in the suite: a small JSON document naming it.
+pub fn body_of(id: &str) -> Vec<u8> {
     format!("{{\"v\":1,\"id\":\"{id}\"}}").into_bytes()
 }
 
-fn message(id: &str) -> OutgoingMessage {
+/// Message `id`, with body [`body_of`]`(id)`.
+pub fn message(id: &str) -> OutgoingMessage {
     OutgoingMessage::new(id, body_of(id))
 }
 
+/// Sends [`message`]`(id)` to `name` and receives it, locked, waiting up to 5 s: the start of
+/// most tests of a single message.
+pub async fn send_and_receive(queue: &dyn Queue, name: &str, id: &str) -> Delivery {
+    queue.send(name, vec![message(id)]).await.unwrap();
+    let got = queue
+        .receive(name, 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut got = got.into_iter();
+    match (got.next(), got.next()) {
+        (Some(d), None) => d,
+        (first, second) => panic!(
+            "sent {id} to {name} and received {:?}",
+            [first, second]
+                .iter()
+                .flatten()
+                .map(|d| &d.id)
+                .collect::<Vec<_>>()
+        ),
+    }
+}
+
 /// Receives one message, waiting up to the suite's patience; panics when none comes.
-async fn expect_one(queue: &dyn Queue, caps: &Capabilities, name: &str) -> Delivery {
+pub async fn expect_one(queue: &dyn Queue, caps: &Capabilities, name: &str) -> Delivery {
     let mut got = queue.receive(name, 1, caps.patience).await.unwrap();
     assert!(
         got.len() <= 1,
@@ -112,7 +219,7 @@ async fn expect_one(queue: &dyn Queue, caps: &Capabilities, name: &str) -> Deliv
 }
 
 /// Asserts that nothing can be received for `wait`.
-async fn expect_none(queue: &dyn Queue, name: &str, wait: Duration) {
+pub async fn expect_none(queue: &dyn Queue, name: &str, wait: Duration) {
     let got = queue.receive(name, 10, wait).await.unwrap();
     let ids: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
     assert!(
@@ -122,7 +229,7 @@ async fn expect_none(queue: &dyn Queue, name: &str, wait: Duration) {
 }
 
 /// Receives until `count` messages arrived (each left locked), or panics after the patience.
-async fn receive_count(
+pub async fn receive_count(
     queue: &dyn Queue,
     caps: &Capabilities,
     name: &str,
@@ -149,7 +256,7 @@ async fn receive_count(
 }
 
 /// Polls `check` until it holds, panicking with `what` after the patience.
-async fn eventually<F, Fut>(caps: &Capabilities, what: &str, mut check: F)
+pub async fn eventually<F, Fut>(caps: &Capabilities, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -165,7 +272,8 @@ where
     }
 }
 
-async fn assert_backlog(queue: &dyn Queue, caps: &Capabilities, name: &str, expected: u64) {
+/// Asserts that the backlog of `name` comes to `expected` within the patience (statistics may lag).
+pub async fn assert_backlog(queue: &dyn Queue, caps: &Capabilities, name: &str, expected: u64) {
     let start = Instant::now();
     loop {
         let n = queue.backlog(name).await.unwrap();
@@ -180,7 +288,8 @@ async fn assert_backlog(queue: &dyn Queue, caps: &Capabilities, name: &str, expe
     }
 }
 
-async fn dead_letter_ids(queue: &dyn Queue, name: &str) -> Vec<String> {
+/// The ids in the dead-letter queue of `name`, oldest first.
+pub async fn dead_letter_ids(queue: &dyn Queue, name: &str) -> Vec<String> {
     queue
         .peek_dead_letters(name, 0, 100)
         .await
@@ -190,7 +299,8 @@ async fn dead_letter_ids(queue: &dyn Queue, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn assert_lock_lost(
+/// Asserts that `result` is [`QueueError::LockLost`] for `delivery`; `call` names the call.
+pub fn assert_lock_lost(
     result: Result<impl std::fmt::Debug, QueueError>,
     delivery: &Delivery,
     call: &str,

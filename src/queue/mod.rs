@@ -2,7 +2,7 @@
 //!
 //! The trait is deliberately small (send, receive, complete, abandon, dead-letter, renew the lock,
 //! and reading the dead-letter queue for replay); conveniences live in [`QueueExt`]. Every backend
-//! runs the same [`conformance`] suite.
+//! runs the same conformance suite (module `conformance`, feature `conformance`).
 //!
 //! Semantics every backend keeps:
 //! - `receive` locks each message it returns for the backend's lock duration, and says which
@@ -17,6 +17,7 @@
 //!   [`QueueError::LockLost`]: the work may have been done twice, which handlers tolerate.
 //! - Message ids are kept across dead-lettering and replay.
 
+#[cfg(any(feature = "conformance", test))]
 pub mod conformance;
 mod ext;
 #[cfg(feature = "service-bus")]
