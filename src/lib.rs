@@ -23,7 +23,8 @@
 //! - [`access`]: the deployment's access matrix (`infra/access.json`) and the guard that holds a
 //!   process to its identity's grants in tests (`STYLEFLEET_IDENTITY`).
 //! - [`fault`]: named fault points that tests arm through the environment (crash or fail at a step).
-//! - [`lifecycle`]: logging and shutdown signals, shared by the same three executables.
+//! - [`lifecycle`]: `main` set-up (arguments, logging, runtime) and shutdown signals, shared by
+//!   the same three executables.
 #![warn(missing_docs)]
 
 pub mod access;

@@ -1,5 +1,11 @@
 //! How each stylefleet executable (the CLI, the Functions handler, the worker container) starts
-//! and stops: logs on stderr, and the shutdown signals.
+//! and stops: its arguments and environment, logs on stderr, the runtime, and the shutdown
+//! signals.
+
+use std::fmt;
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -49,4 +55,98 @@ pub fn shutdown_on_signals(in_hand: &'static str) -> std::io::Result<Cancellatio
         }
     });
     Ok(token)
+}
+
+/// The `main` of each executable: logs on stderr, a multi-threaded runtime, `run` on it, and its
+/// error (with its causes: `{:#}`) on stderr with exit code 1.
+pub fn main<E: fmt::Display>(
+    json_logs: bool,
+    run: impl Future<Output = Result<ExitCode, E>>,
+) -> ExitCode {
+    init_logging(json_logs);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line and the environment into `P`, exiting with clap's message (code 2)
+/// when they do not fit. An environment variable set to the empty string counts as unset, as a
+/// deployment that blanks a setting means "the default".
+pub fn parse_args<P: clap::Parser>() -> P {
+    match parse_from(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(e) => e.exit(),
+    }
+}
+
+/// [`parse_args`] over the given arguments (the first names the program), for tests.
+pub fn parse_from<P: clap::Parser>(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<P, clap::Error> {
+    let command = P::command().mut_args(|arg| {
+        let blank = arg
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
+        if blank { arg.env(None) } else { arg }
+    });
+    let mut matches = command.try_get_matches_from(args)?;
+    P::from_arg_matches_mut(&mut matches)
+}
+
+/// What a queue consumer run as a service (the worker container, the aggregator container)
+/// takes besides its location: flags, or the environment its container is given.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ServiceArgs {
+    /// Port of the health endpoint (0 picks a free port).
+    #[arg(long, env = "STYLEFLEET_HEALTH_PORT", default_value_t = 8080)]
+    pub health_port: u16,
+    /// Seconds the work in hand may run on after SIGTERM before it is abandoned for another
+    /// replica.
+    #[arg(long, env = "STYLEFLEET_SHUTDOWN_GRACE_SECS", default_value = "30", value_parser = parse_seconds)]
+    pub grace: Duration,
+    /// Exit after the queue has been empty this many seconds (default: never; the scaler stops
+    /// idle replicas).
+    #[arg(long, env = "STYLEFLEET_EXIT_WHEN_IDLE_SECS", value_parser = parse_seconds)]
+    pub exit_when_idle: Option<Duration>,
+}
+
+/// A number of seconds (`30`, `1.5`), for clap's `value_parser`: negative, infinite or
+/// not-a-number values are refused with a message instead of a panic.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number of seconds: {e}"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{text:?} is not a non-negative, finite number of seconds"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_parse_or_say_why() {
+        assert_eq!(parse_seconds("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_seconds("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_seconds("0").unwrap(), Duration::ZERO);
+        for bad in ["-1", "NaN", "inf", "soon", "", "1e300"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Settings shared by every stage: how work is cut up, encoded, limited, retried and stabilised.
+//! Settings shared by every stage: how work is cut up, encoded, limited, retried and stabilised,
+//! and which device styles frames ([`DeviceChoice`]).
 
 use std::time::Duration;
 
@@ -104,4 +105,17 @@ impl RetryPolicy {
             .nth(delivery_count.saturating_sub(1) as usize)
             .unwrap_or(self.max_delay)
     }
+}
+
+/// Which device styles frames (`--device`, `STYLEFLEET_DEVICE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// A GPU when the build has CUDA and one is present, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// A GPU, or fail at start.
+    #[value(alias = "gpu")]
+    Cuda,
 }

@@ -18,7 +18,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -28,88 +27,12 @@ use stylefleet::stage::{Context, Outcome};
 
 use crate::health::{self, Health, Phase};
 
-/// Why the environment cannot configure the aggregator.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A variable holds something unusable.
-    #[error("{name}={value:?}: {reason}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-/// What the aggregator reads from the environment besides the location
-/// ([`stylefleet::setup::Location::from_env`]) and the queue settings
-/// ([`stylefleet::setup::queue_config_from_env`]: `STYLEFLEET_MAX_DELIVERIES` is the `stitch`
-/// queue's max delivery count, at whose last attempt a transient failure fails the job).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AggregatorConfig {
-    /// `STYLEFLEET_HEALTH_PORT` (default 8080; 0 picks a free port).
-    pub health_port: u16,
-    /// `STYLEFLEET_SHUTDOWN_GRACE_SECS` (default 30): how long the stitch in hand may run on after
-    /// SIGTERM before it is abandoned for another replica.
-    pub grace: Duration,
-    /// `STYLEFLEET_EXIT_WHEN_IDLE_SECS`: exit after the queue has been empty this long (default:
-    /// never; the scaler stops idle replicas).
-    pub exit_when_idle: Option<Duration>,
-}
-
-impl Default for AggregatorConfig {
-    fn default() -> Self {
-        Self {
-            health_port: 8080,
-            grace: Duration::from_secs(30),
-            exit_when_idle: None,
-        }
-    }
-}
-
-impl AggregatorConfig {
-    /// Reads the variables; unset or empty ones keep the defaults.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-    }
-
-    /// Reads the variables through `lookup` (the environment, or a table in tests).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut config = Self::default();
-        if let Some(value) = lookup("STYLEFLEET_HEALTH_PORT") {
-            config.health_port = value.parse().map_err(|e| ConfigError::Invalid {
-                name: "STYLEFLEET_HEALTH_PORT",
-                value: value.clone(),
-                reason: format!("{e}"),
-            })?;
-        }
-        if let Some(value) = lookup("STYLEFLEET_SHUTDOWN_GRACE_SECS") {
-            config.grace = secs("STYLEFLEET_SHUTDOWN_GRACE_SECS", value)?;
-        }
-        if let Some(value) = lookup("STYLEFLEET_EXIT_WHEN_IDLE_SECS") {
-            config.exit_when_idle = Some(secs("STYLEFLEET_EXIT_WHEN_IDLE_SECS", value)?);
-        }
-        Ok(config)
-    }
-}
-
-fn secs(name: &'static str, value: String) -> Result<Duration, ConfigError> {
-    match value.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-        Ok(_) => Err(ConfigError::Invalid {
-            name,
-            value,
-            reason: "must be a non-negative number of seconds".into(),
-        }),
-        Err(e) => Err(ConfigError::Invalid {
-            name,
-            value,
-            reason: e.to_string(),
-        }),
-    }
-}
+/// What the aggregator takes besides the location ([`stylefleet::setup::Location::from_env`]) and
+/// the queue settings ([`stylefleet::setup::queue_config_from_env`]: `STYLEFLEET_MAX_DELIVERIES` is
+/// the `stitch` queue's max delivery count, at whose last attempt a transient failure fails the
+/// job): the health port and the shutdown timings, as flags of `aggregate` or from the
+/// environment.
+pub type AggregatorConfig = stylefleet::lifecycle::ServiceArgs;
 
 /// Why the aggregator stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -218,52 +141,4 @@ pub async fn run(
         "aggregator stopped"
     );
     Ok(report)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn table(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        }
-    }
-
-    #[test]
-    fn defaults_and_overrides() {
-        assert_eq!(
-            AggregatorConfig::from_lookup(table(&[])).unwrap(),
-            AggregatorConfig::default()
-        );
-        let c = AggregatorConfig::from_lookup(table(&[
-            ("STYLEFLEET_HEALTH_PORT", "9000"),
-            ("STYLEFLEET_SHUTDOWN_GRACE_SECS", "240"),
-            ("STYLEFLEET_EXIT_WHEN_IDLE_SECS", "1.5"),
-        ]))
-        .unwrap();
-        assert_eq!(c.health_port, 9000);
-        assert_eq!(c.grace, Duration::from_secs(240));
-        assert_eq!(c.exit_when_idle, Some(Duration::from_millis(1500)));
-    }
-
-    #[test]
-    fn bad_values_name_the_variable() {
-        for (name, value) in [
-            ("STYLEFLEET_HEALTH_PORT", "70000"),
-            ("STYLEFLEET_SHUTDOWN_GRACE_SECS", "-1"),
-            ("STYLEFLEET_EXIT_WHEN_IDLE_SECS", "soon"),
-        ] {
-            let err = AggregatorConfig::from_lookup(table(&[(name, value)])).unwrap_err();
-            assert!(err.to_string().starts_with(name), "{err}");
-        }
-    }
 }

@@ -4,7 +4,8 @@
 //!   host starts: the HTTP server on `FUNCTIONS_CUSTOMHANDLER_PORT` until SIGTERM or Ctrl-C.
 //! - `stylefleet-functions aggregate`: the `stitch` queue consumer of the aggregator container
 //!   (see [`stylefleet_functions::aggregator`] for why it is not a function), with a health endpoint
-//!   on `STYLEFLEET_HEALTH_PORT`; the first SIGTERM drains, the second exits at once.
+//!   on `STYLEFLEET_HEALTH_PORT` (flags or environment: `aggregate --help`); the first SIGTERM
+//!   drains, the second exits at once.
 //!
 //! Both read the same environment configuration through [`stylefleet::setup`].
 
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use clap::{Parser, Subcommand};
 
 use stylefleet::lifecycle;
 use stylefleet::settings::Settings;
@@ -24,66 +26,30 @@ use stylefleet_functions::server::{self, App};
 /// The port when the host names none (a local run without the host).
 const DEFAULT_PORT: u16 = 7071;
 
-const USAGE: &str = "usage: stylefleet-functions [handler | aggregate]
-  handler     the Azure Functions custom handler (splitter); the default
-  aggregate   consume the stitch queue (the aggregator container)
-Configuration comes from the environment (see functions/README.md).";
-
-/// What this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Handler,
-    Aggregate,
+/// The Azure Functions app of stylefleet. Configuration comes from the environment (see
+/// functions/README.md).
+#[derive(Debug, Parser)]
+#[command(name = "stylefleet-functions", version)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
 }
 
-fn mode() -> Result<Option<Mode>, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] | ["handler"] => Ok(Some(Mode::Handler)),
-        ["aggregate"] => Ok(Some(Mode::Aggregate)),
-        ["-h" | "--help" | "help"] => Ok(None),
-        other => Err(format!("unexpected arguments {other:?}\n{USAGE}")),
-    }
+/// What this process runs.
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// The Azure Functions custom handler (splitter); the default.
+    Handler,
+    /// Consume the stitch queue (the aggregator container).
+    Aggregate(AggregatorConfig),
 }
 
 fn main() -> ExitCode {
-    let mode = match mode() {
-        Ok(Some(mode)) => mode,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    lifecycle::init_logging(lifecycle::json_logs_from_env());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = match mode {
-        Mode::Handler => runtime.block_on(handler()),
-        Mode::Aggregate => runtime.block_on(aggregate()),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    let cli: Cli = lifecycle::parse_args();
+    let json = lifecycle::json_logs_from_env();
+    match cli.mode.unwrap_or(Mode::Handler) {
+        Mode::Handler => lifecycle::main(json, handler()),
+        Mode::Aggregate(config) => lifecycle::main(json, aggregate(config)),
     }
 }
 
@@ -97,7 +63,7 @@ fn location() -> Location {
     location
 }
 
-async fn handler() -> anyhow::Result<()> {
+async fn handler() -> anyhow::Result<ExitCode> {
     // Signals first: a SIGTERM during start-up must not kill the process uncleanly.
     let shutdown = lifecycle::shutdown_on_signals("the invocations in hand")?;
     let port = match std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT") {
@@ -123,12 +89,11 @@ async fn handler() -> anyhow::Result<()> {
     );
     server::serve(listener, Arc::new(app), shutdown).await?;
     tracing::info!("stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn aggregate() -> anyhow::Result<()> {
+async fn aggregate(config: AggregatorConfig) -> anyhow::Result<ExitCode> {
     let shutdown = lifecycle::shutdown_on_signals("the stitch in hand")?;
-    let config = AggregatorConfig::from_env()?;
     // Stitching runs ffmpeg; verifying the output runs ffprobe.
     prepare_tools(&location())?;
     check_tool("ffmpeg").await?;
@@ -144,7 +109,7 @@ async fn aggregate() -> anyhow::Result<()> {
     // Probes come from outside the container: listen on every interface.
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.health_port));
     aggregator::run(&ctx, &config, Health::new(), addr, shutdown).await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the packaged ffmpeg and ffprobe from runnable copies in the scratch folder when the
@@ -187,4 +152,32 @@ async fn check_tool(tool: &str) -> anyhow::Result<()> {
         program.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_mode_is_the_handler_and_aggregate_takes_the_service_flags() {
+        let cli: Cli = lifecycle::parse_from(["stylefleet-functions"]).unwrap();
+        assert!(cli.mode.is_none());
+        let cli: Cli =
+            lifecycle::parse_from(["stylefleet-functions", "aggregate", "--grace", "5"]).unwrap();
+        match cli.mode {
+            Some(Mode::Aggregate(config)) => {
+                assert_eq!(config.grace, std::time::Duration::from_secs(5))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(lifecycle::parse_from::<Cli>(["stylefleet-functions", "split"]).is_err());
+    }
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job::{DoneMarker, Manifest, extension_of, now_secs, paths};
 use crate::message::{BatchMessage, StitchMessage};
 use crate::queue::{BATCHES, Delivery, STITCH};
+use crate::settings::DeviceChoice;
 use crate::stage::{Context, Failure, JobLog, Outcome, StageError};
 
 /// Batches a worker handles at once (see the module docs).
@@ -411,4 +412,32 @@ pub async fn post_follow_ups(
         ctx.queue.send(BATCHES, vec![message.to_outgoing()]).await?;
     }
     Ok(())
+}
+
+/// Why the chosen device cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// `cuda` was asked for and there is none.
+    #[error("cuda: no GPU is available (or this build has no CUDA support)")]
+    NoGpu,
+    /// The device would not open.
+    #[error(transparent)]
+    Model(#[from] stylefleet_models::ModelError),
+}
+
+impl DeviceChoice {
+    /// The device this choice names.
+    pub fn select(self) -> Result<candle_core::Device, DeviceError> {
+        match self {
+            DeviceChoice::Cpu => Ok(candle_core::Device::Cpu),
+            DeviceChoice::Auto => Ok(stylefleet_models::device(true)?),
+            DeviceChoice::Cuda => {
+                let device = stylefleet_models::device(true)?;
+                if device.is_cpu() {
+                    return Err(DeviceError::NoGpu);
+                }
+                Ok(device)
+            }
+        }
+    }
 }

@@ -1,170 +1,106 @@
-//! The worker's configuration, from the environment the container is given (infra
-//! `workers.bicep`): where data and work live (see [`stylefleet::setup::Location::from_env`]),
-//! which device styles, where the health endpoint listens, how long a stopping worker may
-//! finish its batch.
+//! The worker's configuration: flags, or the environment the container is given (infra
+//! `workers.bicep`): which device styles, where the health endpoint listens, how long a stopping
+//! worker may finish its batch. Where data and work live comes from the environment alone (see
+//! [`stylefleet::setup::Location::from_env`]).
 
-use std::time::Duration;
+use clap::Parser;
 
-/// Why the environment cannot configure a worker.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A variable holds something unusable.
-    #[error("{name}={value:?}: {reason}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
+pub use stylefleet::lifecycle::ServiceArgs;
+pub use stylefleet::settings::DeviceChoice;
 
-/// Which device styles frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChoice {
-    /// A GPU when the build has CUDA and one is present, else the CPU.
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// A GPU, or fail at start.
-    Cuda,
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
-            other => Err(format!("unknown device {other:?}: use auto, cpu or cuda")),
-        }
-    }
-}
-
-/// Everything the worker reads besides the location.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the worker reads besides the location; `stylefleet-worker --help` lists each flag
+/// with its environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "stylefleet-worker",
+    version,
+    about = "A style worker: consumes the batches queue until SIGTERM"
+)]
 pub struct WorkerConfig {
-    /// `STYLEFLEET_DEVICE` (default `auto`).
+    /// The device that styles frames (`cuda` fails at start without a GPU).
+    #[arg(
+        long,
+        env = "STYLEFLEET_DEVICE",
+        value_enum,
+        ignore_case = true,
+        default_value_t
+    )]
     pub device: DeviceChoice,
-    /// `STYLEFLEET_HEALTH_PORT` (default 8080; 0 picks a free port, for tests).
-    pub health_port: u16,
-    /// `STYLEFLEET_SHUTDOWN_GRACE_SECS` (default 30): how long the batch in hand may run on after
-    /// SIGTERM before it is abandoned for another worker.
-    pub grace: Duration,
-    /// `STYLEFLEET_EXIT_WHEN_IDLE_SECS`: exit after the queue has been empty this long (default:
-    /// never; the scaler stops idle replicas).
-    pub exit_when_idle: Option<Duration>,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            device: DeviceChoice::Auto,
-            health_port: 8080,
-            grace: Duration::from_secs(30),
-            exit_when_idle: None,
-        }
-    }
-}
-
-impl WorkerConfig {
-    /// Reads the variables; unset or empty ones keep the defaults.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-    }
-
-    /// Reads the variables through `lookup` (the environment, or a table in tests).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut config = Self::default();
-        if let Some(value) = lookup("STYLEFLEET_DEVICE") {
-            config.device = value.parse().map_err(|reason| ConfigError::Invalid {
-                name: "STYLEFLEET_DEVICE",
-                value: value.clone(),
-                reason,
-            })?;
-        }
-        if let Some(value) = lookup("STYLEFLEET_HEALTH_PORT") {
-            config.health_port = value.parse().map_err(|e| ConfigError::Invalid {
-                name: "STYLEFLEET_HEALTH_PORT",
-                value: value.clone(),
-                reason: format!("{e}"),
-            })?;
-        }
-        if let Some(value) = lookup("STYLEFLEET_SHUTDOWN_GRACE_SECS") {
-            config.grace = secs("STYLEFLEET_SHUTDOWN_GRACE_SECS", value)?;
-        }
-        if let Some(value) = lookup("STYLEFLEET_EXIT_WHEN_IDLE_SECS") {
-            config.exit_when_idle = Some(secs("STYLEFLEET_EXIT_WHEN_IDLE_SECS", value)?);
-        }
-        Ok(config)
-    }
-}
-
-fn secs(name: &'static str, value: String) -> Result<Duration, ConfigError> {
-    match value.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-        Ok(_) => Err(ConfigError::Invalid {
-            name,
-            value,
-            reason: "must be a non-negative number of seconds".into(),
-        }),
-        Err(e) => Err(ConfigError::Invalid {
-            name,
-            value,
-            reason: e.to_string(),
-        }),
-    }
+    /// The health endpoint and the shutdown timings.
+    #[command(flatten)]
+    pub service: ServiceArgs,
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
+    use clap::CommandFactory;
+    use stylefleet::lifecycle::parse_from;
+
     use super::*;
 
-    fn table(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+    #[test]
+    fn the_command_is_well_formed() {
+        WorkerConfig::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_the_defaults() {
+        let c: WorkerConfig = parse_from([
+            "stylefleet-worker",
+            "--device",
+            "CUDA",
+            "--health-port",
+            "9000",
+            "--grace",
+            "240",
+            "--exit-when-idle",
+            "1.5",
+        ])
+        .unwrap();
+        assert_eq!(c.device, DeviceChoice::Cuda);
+        assert_eq!(c.service.health_port, 9000);
+        assert_eq!(c.service.grace, Duration::from_secs(240));
+        assert_eq!(c.service.exit_when_idle, Some(Duration::from_millis(1500)));
+        let gpu: WorkerConfig = parse_from(["stylefleet-worker", "--device", "gpu"]).unwrap();
+        assert_eq!(gpu.device, DeviceChoice::Cuda);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_flag() {
+        for (flag, value) in [
+            ("--device", "tpu"),
+            ("--health-port", "70000"),
+            ("--grace", "-1"),
+            ("--grace", "NaN"),
+            ("--exit-when-idle", "soon"),
+        ] {
+            let arg = format!("{flag}={value}");
+            let err = parse_from::<WorkerConfig>(["stylefleet-worker", arg.as_str()]).unwrap_err();
+            // A value outside an enum is InvalidValue; one a parser refuses, ValueValidation.
+            assert!(
+                matches!(
+                    err.kind(),
+                    clap::error::ErrorKind::InvalidValue | clap::error::ErrorKind::ValueValidation
+                ),
+                "{arg}: {err}"
+            );
+            assert!(err.to_string().contains(flag), "{arg}: {err}");
         }
     }
 
     #[test]
-    fn defaults_and_overrides() {
-        assert_eq!(
-            WorkerConfig::from_lookup(table(&[])).unwrap(),
-            WorkerConfig::default()
-        );
-        let c = WorkerConfig::from_lookup(table(&[
-            ("STYLEFLEET_DEVICE", "CUDA"),
-            ("STYLEFLEET_HEALTH_PORT", "9000"),
-            ("STYLEFLEET_SHUTDOWN_GRACE_SECS", "240"),
-            ("STYLEFLEET_EXIT_WHEN_IDLE_SECS", "1.5"),
-        ]))
-        .unwrap();
-        assert_eq!(c.device, DeviceChoice::Cuda);
-        assert_eq!(c.health_port, 9000);
-        assert_eq!(c.grace, Duration::from_secs(240));
-        assert_eq!(c.exit_when_idle, Some(Duration::from_millis(1500)));
-    }
-
-    #[test]
-    fn bad_values_name_the_variable() {
-        for (name, value) in [
-            ("STYLEFLEET_DEVICE", "tpu"),
-            ("STYLEFLEET_HEALTH_PORT", "70000"),
-            ("STYLEFLEET_SHUTDOWN_GRACE_SECS", "-1"),
-            ("STYLEFLEET_EXIT_WHEN_IDLE_SECS", "soon"),
+    fn help_names_each_variable() {
+        let help = WorkerConfig::command().render_help().to_string();
+        for name in [
+            "STYLEFLEET_DEVICE",
+            "STYLEFLEET_HEALTH_PORT",
+            "STYLEFLEET_SHUTDOWN_GRACE_SECS",
+            "STYLEFLEET_EXIT_WHEN_IDLE_SECS",
         ] {
-            let err = WorkerConfig::from_lookup(table(&[(name, value)])).unwrap_err();
-            assert!(err.to_string().starts_with(name), "{err}");
+            assert!(help.contains(name), "{name} in\n{help}");
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the environment the container gets.
+//! - [`config`]: the flags, or the environment the container gets.
 //! - [`health`]: the `/healthz` snapshot and its server.
 //! - [`run`]: the worker's life, from device to drained; the binary maps signals to its token.
 
@@ -63,23 +63,9 @@ pub enum WorkerError {
 
 /// Picks the device `choice` asks for.
 pub fn select_device(choice: DeviceChoice) -> Result<Device, WorkerError> {
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => {
-            stylefleet_models::device(true).map_err(|e| WorkerError::Device(e.to_string()))
-        }
-        DeviceChoice::Cuda => {
-            let device =
-                stylefleet_models::device(true).map_err(|e| WorkerError::Device(e.to_string()))?;
-            if device.is_cpu() {
-                return Err(WorkerError::Device(
-                    "STYLEFLEET_DEVICE=cuda but no GPU is available (or this build has no CUDA support)"
-                        .into(),
-                ));
-            }
-            Ok(device)
-        }
-    }
+    choice
+        .select()
+        .map_err(|e| WorkerError::Device(e.to_string()))
 }
 
 /// The device in words, for logs and `/healthz`.
@@ -139,8 +125,8 @@ impl<H: Handler> Handler for Tracked<H> {
 }
 
 /// Runs a worker until `shutdown` is cancelled (or it has been idle for
-/// `config.exit_when_idle`): device, warm-up, health endpoint on `health_addr`, then the consume
-/// loop on `batches`. After `shutdown` the batch in hand gets `config.grace` to finish before it
+/// `config.service.exit_when_idle`): device, warm-up, health endpoint on `health_addr`, then the consume
+/// loop on `batches`. After `shutdown` the batch in hand gets `config.service.grace` to finish before it
 /// is abandoned for another worker.
 pub async fn run(
     ctx: &Context,
@@ -181,7 +167,7 @@ pub async fn run(
     // The endpoint lives as long as the process: it also answers while draining.
     tokio::spawn(health::serve(listener, health.clone()));
     health.set_state(WorkerState::Ready);
-    tracing::info!(health = %bound, grace = ?config.grace, "ready: taking batches");
+    tracing::info!(health = %bound, grace = ?config.service.grace, "ready: taking batches");
 
     let draining = {
         let health = health.clone();
@@ -193,8 +179,8 @@ pub async fn run(
         })
     };
     let options = ConsumeOptions {
-        grace: config.grace,
-        exit_when_idle: config.exit_when_idle,
+        grace: config.service.grace,
+        exit_when_idle: config.service.exit_when_idle,
         wait: Duration::from_secs(1),
         in_flight: stylefleet::stage::style::in_flight(),
         ..ConsumeOptions::new(BATCHES)

@@ -1,4 +1,4 @@
-//! The worker container's entrypoint: configuration from the environment, logs to stderr (JSON
+//! The worker container's entrypoint: configuration from flags or the environment, logs to stderr (JSON
 //! when `STYLEFLEET_LOG_FORMAT=json`), signals mapped to the shutdown token: the first SIGTERM
 //! (or Ctrl-C) drains, the second exits at once.
 
@@ -12,30 +12,13 @@ use stylefleet_worker::config::WorkerConfig;
 use stylefleet_worker::health::Health;
 
 fn main() -> ExitCode {
-    lifecycle::init_logging(lifecycle::json_logs_from_env());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let config: WorkerConfig = lifecycle::parse_args();
+    lifecycle::main(lifecycle::json_logs_from_env(), run(config))
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(config: WorkerConfig) -> anyhow::Result<ExitCode> {
     // Signals first: a SIGTERM during start-up must not kill the process uncleanly.
     let shutdown = lifecycle::shutdown_on_signals("the batch in hand")?;
-    let config = WorkerConfig::from_env()?;
     let location = Location::from_env();
     let ctx = setup::context(&location, Settings::default()).await?;
     tracing::info!(
@@ -46,7 +29,7 @@ async fn run() -> anyhow::Result<()> {
     );
     let health = Health::new("?");
     // Probes come from outside the container: listen on every interface.
-    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.health_port));
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.service.health_port));
     stylefleet_worker::run(&ctx, &config, health, addr, shutdown).await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

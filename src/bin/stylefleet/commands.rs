@@ -17,7 +17,7 @@ use stylefleet::fleet::{self, FleetOptions};
 use stylefleet::inspect::{self, JobView};
 use stylefleet::lifecycle::shutdown_on_signals;
 use stylefleet::queue::BATCHES;
-use stylefleet::settings::{FloodLimits, Settings};
+use stylefleet::settings::{DeviceChoice, FloodLimits, Settings};
 use stylefleet::stage::Context;
 
 use crate::{Command, DlqAction, DlqFilter, Location, LogFormat, Planning, SasKind};
@@ -41,9 +41,9 @@ pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<Exit
                 style: style.style,
                 strength: style.strength,
                 preserve_colour: style.preserve_colour,
-                workers: workers.max(1),
+                workers,
             };
-            let mut worker = worker_command(&location, workers.max(1), log_format)?;
+            let mut worker = worker_command(&location, workers, log_format)?;
             // The progress bar is the interface here: workers only speak up about problems.
             if std::env::var_os("RUST_LOG").is_none() {
                 worker.env.push(("RUST_LOG".into(), "warn".into()));
@@ -97,12 +97,12 @@ pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<Exit
                     max_workers,
                     messages_per_worker,
                     activation: 0,
-                    cooldown: Duration::from_secs_f64(cooldown),
+                    cooldown,
                 },
-                worker: worker_command(&location, max_workers.max(1), log_format)?,
-                poll: Duration::from_secs_f64(poll),
-                settle: Duration::from_secs_f64(settle),
-                grace: Duration::from_secs_f64(grace),
+                worker: worker_command(&location, max_workers, log_format)?,
+                poll,
+                settle,
+                grace,
             };
             let input = ctx
                 .store
@@ -120,7 +120,7 @@ pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<Exit
             exit_when_idle,
             grace,
             device,
-        } => worker(&location, exit_when_idle, grace, &device).await,
+        } => worker(&location, exit_when_idle, grace, device).await,
         Command::Status {
             job,
             location,
@@ -161,8 +161,8 @@ pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<Exit
 async fn context(location: &Location, planning: Option<&Planning>) -> anyhow::Result<Context> {
     let mut settings = Settings::default();
     if let Some(p) = planning {
-        settings.batch_frames = p.batch_frames.max(1);
-        settings.model_batch = p.model_batch.max(1);
+        settings.batch_frames = p.batch_frames;
+        settings.model_batch = p.model_batch;
         if let Some(b) = p.max_bytes {
             settings.limits.max_bytes = b;
         }
@@ -174,9 +174,9 @@ async fn context(location: &Location, planning: Option<&Planning>) -> anyhow::Re
             settings.limits.max_height = s;
         }
         settings.flood = FloodLimits {
-            max_active_jobs: p.max_active_jobs.max(1),
-            max_backlog: p.max_backlog.max(1),
-            max_queued_per_job: p.max_queued_per_job.max(1),
+            max_active_jobs: p.max_active_jobs,
+            max_backlog: p.max_backlog,
+            max_queued_per_job: p.max_queued_per_job,
         };
         settings.temporal = p.temporal.0.clone();
     }
@@ -241,9 +241,9 @@ fn worker_command(
 
 async fn worker(
     location: &Location,
-    exit_when_idle: Option<f64>,
-    grace: f64,
-    device: &str,
+    exit_when_idle: Option<Duration>,
+    grace: Duration,
+    device: DeviceChoice,
 ) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signals("the work in hand")?;
     // A supervised worker drains and exits with its supervisor instead of running on as an
@@ -259,8 +259,8 @@ async fn worker(
     }
     let ctx = context(location, None).await?;
     let options = ConsumeOptions {
-        grace: Duration::from_secs_f64(grace),
-        exit_when_idle: exit_when_idle.map(Duration::from_secs_f64),
+        grace,
+        exit_when_idle,
         ..ConsumeOptions::new(BATCHES)
     };
     run_worker(&ctx, &options, device, shutdown).await
@@ -284,21 +284,10 @@ fn drain_on_hangup(token: CancellationToken) -> std::io::Result<()> {
 async fn run_worker(
     ctx: &Context,
     options: &ConsumeOptions,
-    device: &str,
+    device: DeviceChoice,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let device = match device {
-        "cpu" => candle_core::Device::Cpu,
-        "auto" => stylefleet_models::device(true)?,
-        "cuda" => {
-            let d = stylefleet_models::device(true)?;
-            if d.is_cpu() {
-                bail!("--device cuda: no GPU is available (or this build has no CUDA support)");
-            }
-            d
-        }
-        other => bail!("unknown device {other:?}: use auto, cpu or cuda"),
-    };
+    let device = device.select().context("--device")?;
     let stage = stylefleet::stage::style::StyleStage::new(device).stopping_with(shutdown.clone());
     let options = ConsumeOptions {
         in_flight: stylefleet::stage::style::in_flight(),
@@ -313,7 +302,7 @@ async fn run_worker(
 async fn run_worker(
     _: &Context,
     _: &ConsumeOptions,
-    _: &str,
+    _: DeviceChoice,
     _: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     bail!("this build has no style stage (built without the `style` feature)")
@@ -373,7 +362,7 @@ fn filter_of(f: &DlqFilter, id: Option<String>) -> Filter {
         queue: f.queue.clone(),
         job: f.job.clone(),
         reason: f.reason.clone(),
-        older_than: f.older_than.map(Duration::from_secs_f64),
+        older_than: f.older_than,
         id,
     }
 }

@@ -7,7 +7,12 @@ mod commands;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use stylefleet::lifecycle::parse_seconds;
+use stylefleet::settings::DeviceChoice;
 
 /// Neural style transfer over every frame of a video, in parallel, frame-exact, with its audio.
 #[derive(Debug, Parser)]
@@ -55,10 +60,10 @@ struct Location {
 #[derive(Debug, Clone, Args)]
 struct Planning {
     /// Frames per batch message.
-    #[arg(long, default_value_t = stylefleet::settings::DEFAULT_BATCH_FRAMES)]
+    #[arg(long, default_value_t = stylefleet::settings::DEFAULT_BATCH_FRAMES, value_parser = clap::value_parser!(u64).range(1..))]
     batch_frames: u64,
     /// Frames per model call inside a batch.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     model_batch: u32,
     /// Refuse inputs larger than this many bytes.
     #[arg(long)]
@@ -70,13 +75,13 @@ struct Planning {
     #[arg(long)]
     max_side: Option<u32>,
     /// Jobs in flight at most in the fleet; more uploads wait their turn.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
     max_active_jobs: usize,
     /// Batch messages queued at most before a new job is planned.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     max_backlog: u64,
     /// Batch messages of one job queued at a time; finished batches post the next ones.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_queued_per_job: u32,
     /// Temporal stabilisation against flicker: `on`, `off`, or a strength between 0 and 1 (how
     /// much of the previous styled frame, warped along the motion, a still pixel keeps).
@@ -119,7 +124,7 @@ enum Command {
         #[command(flatten)]
         style: StyleArgs,
         /// Worker processes.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = at_least_one())]
         workers: usize,
         #[command(flatten)]
         location: Location,
@@ -136,37 +141,43 @@ enum Command {
         #[command(flatten)]
         planning: Planning,
         /// Most worker processes.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = at_least_one())]
         max_workers: usize,
         /// Queued batches per worker (KEDA `messageCount`).
         #[arg(long, default_value_t = 2)]
         messages_per_worker: u64,
         /// Seconds a lower desire must hold before workers are stopped.
-        #[arg(long, default_value_t = 30.0)]
-        cooldown: f64,
+        #[arg(long, default_value = "30", value_parser = parse_seconds)]
+        cooldown: Duration,
         /// Seconds between looks at the input folder and the queue.
-        #[arg(long, default_value_t = 1.0)]
-        poll: f64,
+        #[arg(long, default_value = "1", value_parser = parse_seconds)]
+        poll: Duration,
         /// Seconds an upload must stay unchanged to count as completely written.
-        #[arg(long, default_value_t = 2.0)]
-        settle: f64,
+        #[arg(long, default_value = "2", value_parser = parse_seconds)]
+        settle: Duration,
         /// Seconds a worker may finish its batch after being asked to stop.
-        #[arg(long, default_value_t = 30.0)]
-        grace: f64,
+        #[arg(long, default_value = "30", value_parser = parse_seconds)]
+        grace: Duration,
     },
     /// Run one worker: style batches from the queue until stopped.
     Worker {
         #[command(flatten)]
         location: Location,
         /// Exit after this many idle seconds.
-        #[arg(long)]
-        exit_when_idle: Option<f64>,
+        #[arg(long, value_parser = parse_seconds)]
+        exit_when_idle: Option<Duration>,
         /// Seconds to finish the batch in hand after SIGTERM before releasing it.
-        #[arg(long, default_value_t = 30.0, env = "STYLEFLEET_SHUTDOWN_GRACE_SECS")]
-        grace: f64,
-        /// Use a GPU when built with CUDA and one is present.
-        #[arg(long, env = "STYLEFLEET_DEVICE", default_value = "auto")]
-        device: String,
+        #[arg(long, default_value = "30", env = "STYLEFLEET_SHUTDOWN_GRACE_SECS", value_parser = parse_seconds)]
+        grace: Duration,
+        /// The device that styles frames.
+        #[arg(
+            long,
+            env = "STYLEFLEET_DEVICE",
+            value_enum,
+            ignore_case = true,
+            default_value_t
+        )]
+        device: DeviceChoice,
     },
     /// Jobs, their state, progress, throughput and failure reasons.
     Status {
@@ -234,8 +245,8 @@ struct DlqFilter {
     #[arg(long)]
     reason: Option<String>,
     /// Only messages dead-lettered at least this many seconds ago.
-    #[arg(long)]
-    older_than: Option<f64>,
+    #[arg(long, value_parser = parse_seconds)]
+    older_than: Option<Duration>,
     #[command(flatten)]
     location: Location,
 }
@@ -275,24 +286,68 @@ enum DlqAction {
     },
 }
 
+/// A count of one or more, where a field is a `usize`.
+fn at_least_one() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    stylefleet::lifecycle::init_logging(matches!(cli.log_format, LogFormat::Json));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(commands::run(cli.command, cli.log_format)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+    let cli: Cli = stylefleet::lifecycle::parse_args();
+    stylefleet::lifecycle::main(
+        matches!(cli.log_format, LogFormat::Json),
+        commands::run(cli.command, cli.log_format),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn counts_below_one_and_bad_seconds_are_refused() {
+        for args in [
+            &[
+                "stylefleet",
+                "process",
+                "v.mp4",
+                "-s",
+                "0",
+                "--workers",
+                "0",
+            ][..],
+            &[
+                "stylefleet",
+                "process",
+                "v.mp4",
+                "-s",
+                "0",
+                "--batch-frames",
+                "0",
+            ],
+            &["stylefleet", "up", "--max-workers", "0"],
+            &["stylefleet", "up", "--max-active-jobs", "0"],
+            &["stylefleet", "up", "--cooldown=-1"],
+            &["stylefleet", "up", "--poll", "NaN"],
+            &["stylefleet", "worker", "--device", "tpu"],
+            &["stylefleet", "dlq", "list", "--older-than", "soon"],
+        ] {
+            let err = stylefleet::lifecycle::parse_from::<Cli>(args.iter().copied())
+                .expect_err(&args.join(" "));
+            // A value outside an enum is InvalidValue; one a parser refuses, ValueValidation.
+            assert!(
+                matches!(
+                    err.kind(),
+                    clap::error::ErrorKind::InvalidValue | clap::error::ErrorKind::ValueValidation
+                ),
+                "{args:?}: {err}"
+            );
         }
     }
 }
