@@ -564,49 +564,26 @@ async fn nothing_queued(data: &Path) {
     assert_eq!(sp::dlq_list(data, &[]), Vec::<serde_json::Value>::new());
 }
 
-#[tokio::test]
-async fn a_zero_byte_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    refused(&data, &clips::zero_byte(dir.path()), "empty");
-    nothing_queued(&data).await;
-    assert!(sp::tree(&data.join("output")).is_empty());
-}
+/// Files users drop that are not videos to style, and words their job's reason must contain.
+const BAD_INPUTS: [(clips::MakeClip, &str); 5] = [
+    (clips::zero_byte, "empty"),
+    (clips::truncated, "truncated"),
+    (clips::text_as_mp4, "not a media file"),
+    (clips::audio_only, "no video stream"),
+    (clips::png_image, "still image"),
+];
 
+/// Each bad input, alone in its data folder, fails its job with the reason and leaves nothing
+/// queued, dead-lettered or written.
 #[tokio::test]
-async fn a_truncated_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    refused(&data, &clips::truncated(dir.path()), "truncated");
-    nothing_queued(&data).await;
-    assert!(sp::tree(&data.join("output")).is_empty());
-}
-
-#[tokio::test]
-async fn a_text_file_named_mp4_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    refused(&data, &clips::text_as_mp4(dir.path()), "not a media file");
-    nothing_queued(&data).await;
-    assert!(sp::tree(&data.join("output")).is_empty());
-}
-
-#[tokio::test]
-async fn an_audio_only_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    refused(&data, &clips::audio_only(dir.path()), "no video stream");
-    nothing_queued(&data).await;
-    assert!(sp::tree(&data.join("output")).is_empty());
-}
-
-#[tokio::test]
-async fn a_png_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    refused(&data, &clips::png_image(dir.path()), "still image");
-    nothing_queued(&data).await;
-    assert!(sp::tree(&data.join("output")).is_empty());
+async fn bad_inputs_are_refused() {
+    for (make, words) in BAD_INPUTS {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        refused(&data, &make(dir.path()), words);
+        nothing_queued(&data).await;
+        assert!(sp::tree(&data.join("output")).is_empty(), "{words}");
+    }
 }
 
 #[tokio::test]
@@ -625,20 +602,13 @@ async fn bad_inputs_leave_other_jobs_alone() {
         sp::tree(&data.join("jobs").join(&good_job)),
     );
 
-    let bad = [
-        (clips::zero_byte(dir.path()), "empty"),
-        (clips::truncated(dir.path()), "truncated"),
-        (clips::text_as_mp4(dir.path()), "not a media file"),
-        (clips::audio_only(dir.path()), "no video stream"),
-        (clips::png_image(dir.path()), "still image"),
-    ];
     let mut failed = Vec::new();
-    for (clip, words) in &bad {
-        failed.push(refused(&data, clip, words));
+    for (make, words) in BAD_INPUTS {
+        failed.push(refused(&data, &make(dir.path()), words));
     }
 
     let jobs = sp::status(&data);
-    assert_eq!(jobs.len(), 1 + bad.len(), "{jobs:#?}");
+    assert_eq!(jobs.len(), 1 + BAD_INPUTS.len(), "{jobs:#?}");
     for (job, reason) in &failed {
         let view = jobs.iter().find(|j| j["job"] == job.as_str()).unwrap();
         assert_eq!(view["state"], "failed");

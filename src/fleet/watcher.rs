@@ -94,7 +94,8 @@ mod tests {
         assert!(!is_candidate("input/mosaic/sub/a.mp4"));
     }
 
-    #[tokio::test]
+    // Paused time: the watcher's clock is Tokio's, so the sleeps below pass at once and exactly.
+    #[tokio::test(start_paused = true)]
     async fn a_file_is_ready_once_it_stops_changing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::local(dir.path()).unwrap();

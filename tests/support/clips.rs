@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A clip builder of this module: writes into a folder, returns the file.
+pub type MakeClip = fn(&Path) -> PathBuf;
+
 /// Runs ffmpeg with `args`, panicking with its stderr on failure.
 pub fn ffmpeg(args: &[&str]) {
     let out = Command::new("ffmpeg")

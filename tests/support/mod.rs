@@ -4,5 +4,6 @@
 
 pub mod azurite;
 pub mod clips;
+pub mod fleet;
 pub mod frames;
 pub mod pipeline;
