@@ -585,7 +585,7 @@ async fn bad_input_is_refused_with_a_reason() {
         refusal(&clips::zero_byte(d)).await,
         refusal(&clips::png_image(d)).await,
     ] {
-        assert!(!err.is_retryable(), "a refusal is permanent: {err}");
+        assert!(!err.is_transient(), "a refusal is permanent: {err}");
     }
 }
 

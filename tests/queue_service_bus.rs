@@ -59,12 +59,12 @@ fn outgoing_message_maps_id_body_and_content_type() {
 }
 
 #[test]
-fn message_ids_service_bus_refuses_are_fatal_before_sending() {
+fn message_ids_service_bus_refuses_are_permanent_before_sending() {
     let longest = "x".repeat(message::MAX_ID_LEN);
     assert!(to_service_bus(&OutgoingMessage::new(longest, b"{}".to_vec())).is_ok());
     for bad in [String::new(), "x".repeat(message::MAX_ID_LEN + 1)] {
         match to_service_bus(&OutgoingMessage::new(bad.clone(), b"{}".to_vec())) {
-            Err(QueueError::Fatal { message, source }) => {
+            Err(QueueError::Permanent { message, source }) => {
                 assert!(message.contains("message id"), "{message}");
                 assert!(source.is_some(), "the crate's error is kept as the source");
             }
@@ -338,7 +338,7 @@ fn connection_strings_name_their_namespace() {
     );
     assert!(matches!(
         connection_string_namespace("not a connection string"),
-        Err(QueueError::Fatal { .. })
+        Err(QueueError::Permanent { .. })
     ));
     let queue = ServiceBusQueue::from_connection_string(CONNECTION_STRING).unwrap();
     assert_eq!(queue.namespace(), "example-ns.servicebus.windows.net");
@@ -354,7 +354,7 @@ fn connection_strings_name_their_namespace() {
 fn open_routes_service_bus_specs_and_refuses_bad_ones() {
     let config = QueueConfig::default();
     match queues::open("servicebus://", config.clone()) {
-        Err(QueueError::Fatal { message, .. }) => assert!(message.contains("servicebus://")),
+        Err(QueueError::Permanent { message, .. }) => assert!(message.contains("servicebus://")),
         other => panic!("an empty namespace gave {other:?}"),
     }
     // Opening connects lazily, so it works offline; which credential it picks depends on the
@@ -400,7 +400,7 @@ fn management_statuses_classify() {
         ErrorKind::Other,
         status(401, "Unauthorized access. 'Listen' claim(s) are required"),
     );
-    assert_eq!(classify(&unauthorized), Class::Fatal);
+    assert_eq!(classify(&unauthorized), Class::Permanent);
     let busy = azure_core::Error::new(ErrorKind::Other, status(503, "server busy"));
     assert_eq!(classify(&busy), Class::Transient);
     let missing = azure_core::Error::new(ErrorKind::Other, status(404, "entity not found"));
@@ -424,7 +424,7 @@ fn link_conditions_classify() {
             "Unauthorized access. 'Send' claim(s) are required to perform this operation.",
         )),
     );
-    assert_eq!(classify(&unauthorized), Class::Fatal);
+    assert_eq!(classify(&unauthorized), Class::Permanent);
     let lock_lost = azure_core::Error::new(
         ErrorKind::Io,
         DetachError::RemoteDetachedWithError(remote(
@@ -459,7 +459,7 @@ fn conditions_classify() {
     );
     assert_eq!(
         classify_condition(&microsoft("com.microsoft:entity-disabled")),
-        Class::Fatal
+        Class::Permanent
     );
     assert_eq!(
         classify_condition(&ErrorCondition::AmqpError(AmqpError::ResourceLimitExceeded)),
@@ -467,7 +467,7 @@ fn conditions_classify() {
     );
     assert_eq!(
         classify_condition(&ErrorCondition::LinkError(LinkError::MessageSizeExceeded)),
-        Class::Fatal
+        Class::Permanent
     );
     assert_eq!(
         classify_condition(&ErrorCondition::ConnectionError(
@@ -509,7 +509,7 @@ fn wrapped_failures_classify_by_their_rendering() {
     );
     assert_eq!(
         classify(&opaque(ErrorKind::Other, "Client is disposed")),
-        Class::Fatal
+        Class::Permanent
     );
     assert_eq!(
         classify(&opaque(
@@ -528,11 +528,11 @@ fn wrapped_failures_classify_by_their_rendering() {
             ErrorKind::Credential,
             "no managed identity endpoint"
         )),
-        Class::Fatal
+        Class::Permanent
     );
     assert_eq!(
         classify(&opaque(ErrorKind::DataConversion, "bad frame")),
-        Class::Fatal
+        Class::Permanent
     );
     assert_eq!(
         classify(&opaque(ErrorKind::Other, "something new")),
@@ -551,7 +551,7 @@ fn wrapped_failures_classify_by_their_rendering() {
             ErrorKind::http_response(azure_core::http::StatusCode::Forbidden, None),
             "forbidden"
         )),
-        Class::Fatal
+        Class::Permanent
     );
 }
 
@@ -562,7 +562,7 @@ fn text_markers_classify_in_order() {
         Class::LockLost
     );
     assert_eq!(classify_text("MessageLockLostException"), Class::LockLost);
-    assert_eq!(classify_text("amqp:unauthorized-access"), Class::Fatal);
+    assert_eq!(classify_text("amqp:unauthorized-access"), Class::Permanent);
     assert_eq!(classify_text("amqp:not-found"), Class::NoSuchQueue);
     assert_eq!(classify_text("com.microsoft:server-busy"), Class::Transient);
     assert_eq!(classify_text("anything else"), Class::Transient);
@@ -575,13 +575,13 @@ fn text_markers_classify_in_order() {
 
 #[test]
 fn http_statuses_classify() {
-    assert_eq!(classify_status(401), Class::Fatal);
-    assert_eq!(classify_status(403), Class::Fatal);
+    assert_eq!(classify_status(401), Class::Permanent);
+    assert_eq!(classify_status(403), Class::Permanent);
     assert_eq!(classify_status(404), Class::NoSuchQueue);
     assert_eq!(classify_status(410), Class::LockLost);
     assert_eq!(classify_status(429), Class::Transient);
     assert_eq!(classify_status(503), Class::Transient);
-    assert_eq!(classify_status(400), Class::Fatal);
+    assert_eq!(classify_status(400), Class::Permanent);
 }
 
 #[test]

@@ -195,7 +195,7 @@ async fn dead_lettering_a_dead_letter_is_refused() {
         .await
         .unwrap();
     let err = queue.dead_letter(&dead[0], "Second", "").await.unwrap_err();
-    assert!(matches!(err, QueueError::Fatal { .. }), "{err:?}");
+    assert!(matches!(err, QueueError::Permanent { .. }), "{err:?}");
     let peeked = queue.peek_dead_letters("q", 0, 10).await.unwrap();
     assert_eq!(peeked[0].info.reason, "First", "the original reason stays");
 }

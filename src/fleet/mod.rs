@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::{ConsumeOptions, StitchHandler, consume};
-use crate::inspect::{dead_letters_by_job, job_of_message, view};
+use crate::inspect::{InspectError, dead_letters_by_job, job_of_message, view};
 use crate::job::{FailureRecord, JobId, JobState, paths};
 use crate::queue::{BATCHES, STITCH};
 use crate::stage::Context;
@@ -40,11 +40,7 @@ pub struct FleetOptions {
 
 /// Runs the fleet until `shutdown` is cancelled, then drains: workers finish or release their
 /// batch, the aggregator finishes its stitch.
-pub async fn run(
-    ctx: &Context,
-    options: &FleetOptions,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, options: &FleetOptions, shutdown: CancellationToken) {
     crate::setup::sweep_leftovers(ctx, crate::setup::CLI_UPLOADS).await;
     let aggregator = {
         let ctx = ctx.clone();
@@ -91,7 +87,6 @@ pub async fn run(
         Ok(Err(e)) => tracing::error!(error = %e, "aggregator failed"),
         Err(e) => tracing::error!(error = %e, "aggregator task failed"),
     }
-    Ok(())
 }
 
 /// One round of the fleet's bookkeeping: mark jobs with dead letters failed, forget finished
@@ -101,7 +96,7 @@ async fn tick(
     watcher: &mut Watcher,
     active: &mut HashSet<JobId>,
     finished: &mut HashSet<(String, watcher::Version)>,
-) -> anyhow::Result<()> {
+) -> Result<(), InspectError> {
     reconcile_dead_letters(ctx).await?;
     let mut still = HashSet::new();
     for job in active.drain() {
@@ -162,7 +157,7 @@ async fn tick(
 /// Records a failure for every job whose message sits in a dead-letter queue without one (for
 /// example a message the queue dead-lettered itself after its delivery limit, when every attempt
 /// died with its worker), so that no job waits forever.
-pub async fn reconcile_dead_letters(ctx: &Context) -> anyhow::Result<()> {
+pub async fn reconcile_dead_letters(ctx: &Context) -> Result<(), InspectError> {
     for (job, letters) in dead_letters_by_job(ctx.queue.as_ref()).await? {
         for dl in letters {
             let Some((_, batch)) = job_of_message(&dl.body) else {

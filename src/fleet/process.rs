@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use crate::consume::{ConsumeOptions, StitchHandler, consume};
 use crate::inspect::{InspectError, JobView, view};
 use crate::job::{JobId, JobState, Manifest, StyleChoice, paths};
+use crate::media::MediaError;
 use crate::queue::STITCH;
-use crate::stage::Context;
 use crate::stage::split::{SplitOutcome, split};
+use crate::stage::{Context, StageError};
+use crate::store::StoreError;
 
 use super::reconcile_dead_letters;
 use super::workers::{WorkerCommand, WorkerPool};
@@ -57,9 +59,38 @@ pub enum ProcessError {
     /// Interrupted before the end; the job resumes on the next run.
     #[error("interrupted; run the same command again to resume job {0}")]
     Interrupted(JobId),
-    /// Anything else (store, queue, local files).
+    /// The request cannot be carried out as given (the input is not a file, the output path is
+    /// the input or a folder), or the fleet cannot go on (workers that keep failing).
+    #[error("{0}")]
+    Invalid(String),
+    /// A local file or folder could not be read or written.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed.
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Store(#[from] StoreError),
+    /// The job's progress could not be read.
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    /// The video could not be planned (its whole reason, causes included).
+    #[error("{}", .0.reason())]
+    Split(StageError),
+    /// The output copied out of the store differs from the source.
+    #[error("the copied output does not match the source")]
+    Verify(#[source] MediaError),
+}
+
+impl ProcessError {
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| ProcessError::Io { context, source }
+    }
 }
 
 /// Runs the request; `progress` sees the job after every poll.
@@ -72,9 +103,12 @@ pub async fn process(
 ) -> Result<JobView, ProcessError> {
     let input = &request.input;
     let meta = std::fs::metadata(input)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", input.display()))?;
+        .map_err(ProcessError::io(format!("cannot read {}", input.display())))?;
     if !meta.is_file() {
-        return Err(anyhow::anyhow!("{} is not a file", input.display()).into());
+        return Err(ProcessError::Invalid(format!(
+            "{} is not a file",
+            input.display()
+        )));
     }
     check_output(input, &request.output)?;
     crate::setup::sweep_leftovers(ctx, crate::setup::CLI_UPLOADS).await;
@@ -91,7 +125,7 @@ pub async fn process(
     let style = StyleChoice::new(spec, request.strength, request.preserve_colour);
     let job = match split(ctx, &source_path, &style)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map_err(ProcessError::Split)?
     {
         SplitOutcome::Rejected { job, reason } => return Err(ProcessError::Failed { job, reason }),
         outcome => outcome.job().clone(),
@@ -99,9 +133,8 @@ pub async fn process(
     let manifest: Manifest = ctx
         .store
         .get_json(&paths::manifest(&job))
-        .await
-        .map_err(anyhow::Error::from)?
-        .ok_or_else(|| anyhow::anyhow!("job {job} has no manifest"))?;
+        .await?
+        .ok_or_else(|| ProcessError::Invalid(format!("job {job} has no manifest")))?;
 
     let stop_aggregator = CancellationToken::new();
     let aggregator = {
@@ -135,7 +168,7 @@ pub async fn process(
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
-            Err(e) => return Err(anyhow::Error::from(e).into()),
+            Err(e) => return Err(e.into()),
         };
         progress(&current);
         match current.state {
@@ -147,19 +180,20 @@ pub async fn process(
                     reason,
                 });
             }
-            JobState::Stitching => pool.scale_to(0).map_err(anyhow::Error::from)?,
+            JobState::Stitching => pool
+                .scale_to(0)
+                .map_err(ProcessError::io("cannot stop the workers"))?,
             _ => pool
                 .scale_to(request.workers.max(1))
-                .map_err(anyhow::Error::from)?,
+                .map_err(ProcessError::io("cannot start the workers"))?,
         }
         // Workers that cannot even start (a broken build, a bad configuration) would otherwise be
         // restarted forever.
         if pool.failures() >= 3 * request.workers.max(1) as u64 && current.batches_done == 0 {
             let exits = pool.failures();
-            break Err(anyhow::anyhow!(
+            break Err(ProcessError::Invalid(format!(
                 "workers keep failing ({exits} exits); see their messages above"
-            )
-            .into());
+            )));
         }
         tokio::select! {
             _ = shutdown.cancelled() => break Err(ProcessError::Interrupted(job.clone())),
@@ -174,17 +208,17 @@ pub async fn process(
     let output = done
         .output
         .clone()
-        .ok_or_else(|| anyhow::anyhow!("job {job} is done but names no output"))?;
+        .ok_or_else(|| ProcessError::Invalid(format!("job {job} is done but names no output")))?;
     copy_out(ctx, &output, &request.output).await?;
     crate::media::verify(&manifest.probe, &request.output)
         .await
-        .map_err(|e| anyhow::anyhow!("the copied output does not match the source: {e}"))?;
+        .map_err(ProcessError::Verify)?;
     Ok(done)
 }
 
 /// Puts a style image into `styles/` under its content hash and returns the spec and the folder
 /// name for the input.
-async fn stage_style(ctx: &Context, style: &str) -> anyhow::Result<(String, String)> {
+async fn stage_style(ctx: &Context, style: &str) -> Result<(String, String), ProcessError> {
     let path = Path::new(style);
     if path.is_file() {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("style");
@@ -202,17 +236,17 @@ async fn stage_style(ctx: &Context, style: &str) -> anyhow::Result<(String, Stri
 }
 
 /// The first 16 hex digits of a file's SHA-256: its name in the store.
-async fn short_hash(path: &Path) -> anyhow::Result<String> {
+async fn short_hash(path: &Path) -> Result<String, ProcessError> {
     let version = crate::stage::split::content_version_of_file(path)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        .map_err(ProcessError::io(format!("cannot read {}", path.display())))?;
     let hex = version.strip_prefix("sha256:").unwrap_or(&version);
     Ok(hex.chars().take(16).collect())
 }
 
 /// Uploads a file to its content-addressed path, create-only: the bytes already there are the
 /// same bytes.
-async fn upload_once(ctx: &Context, from: &Path, to: &str) -> anyhow::Result<()> {
+async fn upload_once(ctx: &Context, from: &Path, to: &str) -> Result<(), ProcessError> {
     if !ctx.store.exists(to).await? {
         ctx.store.upload(from, to, true).await?;
     }
@@ -221,67 +255,78 @@ async fn upload_once(ctx: &Context, from: &Path, to: &str) -> anyhow::Result<()>
 
 /// Refuses, before any work, an output path that is the input itself, a folder, or in a folder
 /// that cannot be written.
-fn check_output(input: &Path, output: &Path) -> anyhow::Result<()> {
+fn check_output(input: &Path, output: &Path) -> Result<(), ProcessError> {
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
     if same(input, output) {
-        anyhow::bail!(
+        return Err(ProcessError::Invalid(format!(
             "the output {} is the input itself; choose another path with -o",
             output.display()
-        );
+        )));
     }
     if output.is_dir() {
-        anyhow::bail!(
+        return Err(ProcessError::Invalid(format!(
             "the output {} is a folder; give a file path with -o",
             output.display()
-        );
+        )));
     }
     let parent = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| {
-        anyhow::anyhow!("cannot create the output folder {}: {e}", parent.display())
-    })?;
+    std::fs::create_dir_all(parent).map_err(ProcessError::io(format!(
+        "cannot create the output folder {}",
+        parent.display()
+    )))?;
     // A probe file proves the folder takes new files (permissions, read-only mounts, a full disk
     // of inodes), which a metadata check cannot.
     tempfile::Builder::new()
         .prefix(".stylefleet-probe-")
         .tempfile_in(parent)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot write to the output folder {}: {e}",
-                parent.display()
-            )
-        })?;
+        .map_err(ProcessError::io(format!(
+            "cannot write to the output folder {}",
+            parent.display()
+        )))?;
     Ok(())
 }
 
 /// Copies the output out of the store to `to` through a temporary file beside it, renamed at the
 /// end: `to` holds the whole output or what it held before, never a part.
-async fn copy_out(ctx: &Context, output: &str, to: &Path) -> anyhow::Result<()> {
+async fn copy_out(ctx: &Context, output: &str, to: &Path) -> Result<(), ProcessError> {
     let parent = to
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    tokio::fs::create_dir_all(parent).await?;
+    tokio::fs::create_dir_all(parent)
+        .await
+        .map_err(ProcessError::io(format!(
+            "cannot create {}",
+            parent.display()
+        )))?;
     let partial = tempfile::Builder::new()
         .prefix(".stylefleet-")
         .suffix(".part")
         .tempfile_in(parent)
-        .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", parent.display()))?;
+        .map_err(ProcessError::io(format!(
+            "cannot write to {}",
+            parent.display()
+        )))?;
     match ctx.store.local_path(output) {
         Some(local) => {
-            tokio::fs::copy(&local, partial.path()).await.map_err(|e| {
-                anyhow::anyhow!("cannot copy {} to {}: {e}", local.display(), to.display())
-            })?;
+            tokio::fs::copy(&local, partial.path())
+                .await
+                .map_err(ProcessError::io(format!(
+                    "cannot copy {} to {}",
+                    local.display(),
+                    to.display()
+                )))?;
         }
         None => ctx.store.download(output, partial.path()).await?,
     }
     partial
         .persist(to)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", to.display(), e.error))?;
+        .map_err(|e| ProcessError::io(format!("cannot write {}", to.display()))(e.error))?;
     Ok(())
 }

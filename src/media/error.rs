@@ -1,4 +1,4 @@
-//! The error type of the media layer, classified for the caller as retryable or fatal.
+//! The error type of the media layer, classified for the caller as transient or permanent.
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -114,7 +114,7 @@ impl MediaError {
     /// Whether trying the same step again may succeed: I/O trouble and a tool killed by a
     /// signal (out of memory, shutdown) are transient; refusals, mismatches and tool errors on
     /// the same bytes are not.
-    pub fn is_retryable(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         match self {
             MediaError::Spawn { .. } | MediaError::Io { .. } => true,
             MediaError::Ffmpeg { status, .. } => status.code().is_none(),

@@ -16,7 +16,7 @@
 //!   lock duration has passed since the lock was last known to be extended (the call, or the end
 //!   of the last renewal that succeeded), it has run out whatever the backend says, and that
 //!   counts as lost: the backend may already have given the message to someone else.
-//! - **A lost lock** ([`QueueError::LockLost`]) or a fatal error ends renewal and cancels the
+//! - **A lost lock** ([`QueueError::LockLost`]) or a permanent error ends renewal and cancels the
 //!   guard's [`lost`](LockRenewal::lost) token: the holder can no longer settle the delivery, and
 //!   another delivery may be doing the same work, so it should drop the work (handlers are
 //!   idempotent; the redelivery redoes it).
@@ -176,7 +176,7 @@ impl LockRenewal {
         (delivery.lock_duration / 3).max(MIN_RENEWAL_INTERVAL)
     }
 
-    /// A token cancelled when the lock is lost (or renewal failed fatally).
+    /// A token cancelled when the lock is lost (or renewal failed for good).
     pub fn lost(&self) -> CancellationToken {
         self.lost.clone()
     }
@@ -187,11 +187,11 @@ impl LockRenewal {
     }
 
     /// Stops renewing and returns how renewal went: `Ok(())` if the lock held throughout, else
-    /// the error that ended it ([`QueueError::LockLost`] or a fatal one).
+    /// the error that ended it ([`QueueError::LockLost`] or a permanent one).
     pub async fn stop(mut self) -> Result<()> {
         self.stop.cancel();
         match self.task.take() {
-            Some(task) => task.await.map_err(|source| QueueError::Fatal {
+            Some(task) => task.await.map_err(|source| QueueError::Permanent {
                 message: "the lock renewal task failed".to_owned(),
                 source: Some(Box::new(source)),
             })?,
@@ -222,7 +222,7 @@ mod tests {
         Held,
         Transient,
         Lost,
-        Fatal,
+        Permanent,
     }
 
     /// A queue whose renewals answer from a script (then hold), timed on tokio's clock; nothing
@@ -249,7 +249,7 @@ mod tests {
     }
 
     fn unscripted<T>() -> Result<T> {
-        Err(QueueError::Fatal {
+        Err(QueueError::Permanent {
             message: "not scripted".to_owned(),
             source: None,
         })
@@ -285,7 +285,7 @@ mod tests {
                 Answer::Lost => Err(QueueError::LockLost {
                     id: delivery.id.clone(),
                 }),
-                Answer::Fatal => unscripted(),
+                Answer::Permanent => unscripted(),
             }
         }
         async fn peek_dead_letters(&self, _: &str, _: i64, _: usize) -> Result<Vec<DeadLetter>> {
@@ -401,12 +401,12 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_fatal_error_ends_renewal() {
-        let queue = Scripted::new([Answer::Fatal]);
+    async fn a_permanent_error_ends_renewal() {
+        let queue = Scripted::new([Answer::Permanent]);
         let renewal = Arc::clone(&queue).keep_locked(&delivery(UNIX_EPOCH));
         renewal.lost().cancelled().await;
         let error = renewal.stop().await.unwrap_err();
-        assert!(matches!(error, QueueError::Fatal { .. }), "{error:?}");
+        assert!(matches!(error, QueueError::Permanent { .. }), "{error:?}");
     }
 
     #[tokio::test(start_paused = true)]

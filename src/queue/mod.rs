@@ -138,7 +138,7 @@ pub enum QueueError {
     },
     /// A failure that will not pass by retrying (bad configuration, corrupt state).
     #[error("queue failure: {message}")]
-    Fatal {
+    Permanent {
         /// What failed.
         message: String,
         /// The cause.
@@ -211,7 +211,7 @@ pub fn open(spec: &str, config: sqlite::QueueConfig) -> Result<std::sync::Arc<dy
             spec,
         )?));
         #[cfg(not(feature = "service-bus"))]
-        return Err(QueueError::Fatal {
+        return Err(QueueError::Permanent {
             message: format!("{spec}: this build has no Service Bus backend (feature service-bus)"),
             source: None,
         });

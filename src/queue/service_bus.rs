@@ -65,7 +65,7 @@
 //!   Manage right.
 //! - **Duplicates.** The queues have no duplicate detection: replaying a dead letter re-sends its
 //!   id, and handlers are idempotent.
-//! - **Errors** are classified by [`error`]: lost locks, missing queues, retryable and fatal
+//! - **Errors** are classified by [`error`]: lost locks, missing queues, transient and permanent
 //!   failures.
 //!
 //! No Service Bus broker runs on a development machine or in CI: the tests of this backend that
@@ -181,7 +181,7 @@ impl Credential {
         if let Some(text) = var(CONNECTION_STRING_VAR) {
             let host = connection_string_namespace(&text)?;
             if !host.eq_ignore_ascii_case(namespace) {
-                return Err(fatal_msg(format!(
+                return Err(permanent_msg(format!(
                     "{CONNECTION_STRING_VAR} is for {host}, but the queue is in {namespace}"
                 )));
             }
@@ -193,10 +193,10 @@ impl Credential {
                     user_assigned_id: Some(UserAssignedId::ClientId(client_id)),
                     ..ManagedIdentityCredentialOptions::default()
                 }))
-                .map_err(|e| fatal("cannot set up the managed identity credential", Some(e)))?
+                .map_err(|e| permanent("cannot set up the managed identity credential", Some(e)))?
             }
             None => DefaultAzureCredential::new()
-                .map_err(|e| fatal("cannot set up the default Azure credential", Some(e)))?,
+                .map_err(|e| permanent("cannot set up the default Azure credential", Some(e)))?,
         };
         Ok(Credential::Token(credential))
     }
@@ -223,11 +223,11 @@ pub fn namespace_of(spec: &str) -> Option<String> {
 /// The namespace a connection string is for.
 pub fn connection_string_namespace(text: &str) -> Result<String> {
     let properties = ServiceBusConnectionStringProperties::parse(text)
-        .map_err(|e| fatal("the Service Bus connection string is malformed", Some(e)))?;
+        .map_err(|e| permanent("the Service Bus connection string is malformed", Some(e)))?;
     properties
         .fully_qualified_namespace()
         .map(str::to_ascii_lowercase)
-        .ok_or_else(|| fatal_msg("the Service Bus connection string has no Endpoint"))
+        .ok_or_else(|| permanent_msg("the Service Bus connection string has no Endpoint"))
 }
 
 /// The Azure Service Bus peek-lock queue backend. Cheap to clone (clones share the connection).
@@ -353,7 +353,7 @@ impl ServiceBusQueue {
     /// `sb://...`), with the credential [`Credential::from_env`] picks. Connects on first use.
     pub fn open(spec: &str) -> Result<Self> {
         let namespace = namespace_of(spec).ok_or_else(|| {
-            fatal_msg(format!(
+            permanent_msg(format!(
                     "{spec} is not a Service Bus namespace URL (servicebus://<namespace>.servicebus.windows.net)"
                 ))
         })?;
@@ -480,7 +480,7 @@ impl ServiceBusQueue {
                 client.map(Mutex::new).map_err(|e| {
                     let class = match classify(&e) {
                         // Nothing is queue-specific while connecting.
-                        Class::NoSuchQueue => Class::Fatal,
+                        Class::NoSuchQueue => Class::Permanent,
                         class => class,
                     };
                     to_queue_error(class, "connect", &inner.namespace, None, Some(Box::new(e)))
@@ -731,8 +731,8 @@ impl ServiceBusQueue {
     /// A request to the management API for `queue`, authorized.
     async fn management_request(&self, queue: &str, method: Method) -> Result<Request> {
         let url = management::queue_url(&self.inner.namespace, queue);
-        let url =
-            Url::parse(&url).map_err(|e| fatal(format!("bad management URL {url}"), Some(e)))?;
+        let url = Url::parse(&url)
+            .map_err(|e| permanent(format!("bad management URL {url}"), Some(e)))?;
         let resource = format!("https://{}/{}", self.inner.namespace, queue);
         let authorization = self.authorization(&resource, queue).await?;
         let mut request = Request::new(url, method);
@@ -749,7 +749,7 @@ impl ServiceBusQueue {
                     .await
                     .map_err(|e| {
                         let class = match classify(&e) {
-                            Class::NoSuchQueue => Class::Fatal,
+                            Class::NoSuchQueue => Class::Permanent,
                             class => class,
                         };
                         to_queue_error(class, "get a token", queue, None, Some(Box::new(e)))
@@ -759,7 +759,7 @@ impl ServiceBusQueue {
             Credential::ConnectionString(text) => {
                 let properties =
                     ServiceBusConnectionStringProperties::parse(text).map_err(|e| {
-                        fatal("the Service Bus connection string is malformed", Some(e))
+                        permanent("the Service Bus connection string is malformed", Some(e))
                     })?;
                 if let Some(signature) = properties.shared_access_signature() {
                     return Ok(signature.to_owned());
@@ -774,7 +774,7 @@ impl ServiceBusQueue {
                         key,
                         SystemTime::now() + management::SAS_VALIDITY,
                     ),
-                    _ => Err(fatal_msg(
+                    _ => Err(permanent_msg(
                         "the Service Bus connection string has neither a key nor a signature",
                     )),
                 }
@@ -896,8 +896,8 @@ fn read_peeked(peeked: &azservicebus::ServiceBusPeekedMessage) -> Received {
     }
 }
 
-fn fatal_msg(message: impl Into<String>) -> QueueError {
-    QueueError::Fatal {
+fn permanent_msg(message: impl Into<String>) -> QueueError {
+    QueueError::Permanent {
         message: message.into(),
         source: None,
     }
@@ -909,11 +909,11 @@ fn lock_lost(delivery: &Delivery) -> QueueError {
     }
 }
 
-fn fatal<E>(message: impl Into<String>, source: Option<E>) -> QueueError
+fn permanent<E>(message: impl Into<String>, source: Option<E>) -> QueueError
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    QueueError::Fatal {
+    QueueError::Permanent {
         message: message.into(),
         source: source.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
     }
@@ -928,7 +928,7 @@ fn http_error(status: u16, body: &str, what: &str, queue: &str) -> QueueError {
             message: format!("{message}: HTTP {status}: {detail}"),
             source,
         },
-        QueueError::Fatal { message, source } => QueueError::Fatal {
+        QueueError::Permanent { message, source } => QueueError::Permanent {
             message: format!("{message}: HTTP {status}: {detail}"),
             source,
         },
@@ -962,7 +962,7 @@ impl Queue for ServiceBusQueue {
             sender
                 .create_message_batch(CreateMessageBatchOptions::default())
                 .map_err(|e| {
-                    fatal(
+                    permanent(
                         format!("service bus: cannot make a batch for {queue}"),
                         Some(e),
                     )
@@ -974,7 +974,7 @@ impl Queue for ServiceBusQueue {
                 Ok(()) => continue,
                 Err(TryAddMessageError::BatchFull(mapped)) if !batch.is_empty() => mapped,
                 Err(e) => {
-                    return Err(fatal(
+                    return Err(permanent(
                         format!("service bus: a message does not fit a batch for {queue}"),
                         Some(e),
                     ));
@@ -983,7 +983,7 @@ impl Queue for ServiceBusQueue {
             let full = std::mem::replace(&mut batch, new_batch(&sender)?);
             sender.send_message_batch(full).await.map_err(send_error)?;
             batch.try_add_message(mapped).map_err(|e| {
-                fatal(
+                permanent(
                     format!("service bus: a message does not fit a batch for {queue}"),
                     Some(e),
                 )
@@ -1030,7 +1030,7 @@ impl Queue for ServiceBusQueue {
         description: &str,
     ) -> Result<()> {
         if delivery.dead_letter.is_some() {
-            return Err(QueueError::Fatal {
+            return Err(QueueError::Permanent {
                 message: format!(
                     "service bus: {} is in the dead-letter queue of {} already",
                     delivery.id, delivery.queue

@@ -55,7 +55,7 @@
 //! - **Durability.** WAL with `synchronous = NORMAL`: a committed send survives a crash of any
 //!   process; a power loss may lose the last commits.
 //! - **Errors.** `SQLITE_BUSY` and `SQLITE_LOCKED` (another process held the database past the busy
-//!   timeout) are [`QueueError::Transient`]; everything else is [`QueueError::Fatal`].
+//!   timeout) are [`QueueError::Transient`]; everything else is [`QueueError::Permanent`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -175,7 +175,7 @@ impl SqliteQueue {
     pub fn open(path: impl AsRef<Path>, config: QueueConfig) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| QueueError::Fatal {
+            std::fs::create_dir_all(parent).map_err(|source| QueueError::Permanent {
                 message: format!(
                     "cannot create the folder of queue database {}",
                     path.display()
@@ -231,7 +231,7 @@ impl SqliteQueue {
             f(&mut conn, &inner.config)
         })
         .await
-        .map_err(|source| QueueError::Fatal {
+        .map_err(|source| QueueError::Permanent {
             message: format!("queue call {what} did not finish"),
             source: Some(Box::new(source)),
         })?
@@ -273,7 +273,7 @@ fn open_connection(path: &Path, config: &QueueConfig) -> Result<Connection> {
     let mut conn = Connection::open(path).map_err(|e| classify(what, e))?;
     let version = prepare(&mut conn, config).map_err(|e| classify(what, e))?;
     if version > SCHEMA_VERSION {
-        return Err(QueueError::Fatal {
+        return Err(QueueError::Permanent {
             message: format!(
                 "queue database {} has schema version {version}; this build knows up to {SCHEMA_VERSION}",
                 path.display()
@@ -316,7 +316,7 @@ fn classify(what: &str, error: rusqlite::Error) -> QueueError {
             message,
             source: Some(Box::new(error)),
         },
-        _ => QueueError::Fatal {
+        _ => QueueError::Permanent {
             message,
             source: Some(Box::new(error)),
         },
@@ -598,7 +598,7 @@ impl Queue for SqliteQueue {
         description: &str,
     ) -> Result<()> {
         if delivery.dead_letter.is_some() {
-            return Err(QueueError::Fatal {
+            return Err(QueueError::Permanent {
                 message: format!(
                     "message {} of queue {} is already dead-lettered and cannot be dead-lettered again",
                     delivery.id, delivery.queue
@@ -747,7 +747,7 @@ mod tests {
     }
 
     #[test]
-    fn busy_and_locked_are_transient_and_the_rest_fatal() {
+    fn busy_and_locked_are_transient_and_the_rest_permanent() {
         let busy = rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
             None,
@@ -762,10 +762,10 @@ mod tests {
         );
         assert!(classify("t", busy).is_transient());
         assert!(classify("t", locked).is_transient());
-        let fatal = classify("t", corrupt);
-        assert!(matches!(fatal, QueueError::Fatal { .. }));
+        let permanent = classify("t", corrupt);
+        assert!(matches!(permanent, QueueError::Permanent { .. }));
         assert!(
-            std::error::Error::source(&fatal).is_some(),
+            std::error::Error::source(&permanent).is_some(),
             "the cause is kept"
         );
     }

@@ -149,14 +149,14 @@ impl StageError {
         StageError::Permanent(Failure::msg(context))
     }
 
-    /// A failure of `step` caused by a media error, classified by [`MediaError::is_retryable`]:
+    /// A failure of `step` caused by a media error, classified by [`MediaError::is_transient`]:
     /// ffmpeg refusing the same bytes twice is not worth a second attempt; a killed ffmpeg is.
     ///
-    /// [`MediaError::is_retryable`]: crate::media::MediaError::is_retryable
+    /// [`MediaError::is_transient`]: crate::media::MediaError::is_transient
     pub fn media(step: impl Into<String>, error: crate::media::MediaError) -> Self {
-        let retryable = error.is_retryable();
+        let transient = error.is_transient();
         let failure = Failure::new(step, error);
-        if retryable {
+        if transient {
             StageError::Transient(failure)
         } else {
             StageError::Permanent(failure)

@@ -103,6 +103,10 @@ const DOWNLOAD_PREFIX: &str = ".stylefleet-download-";
 const FETCH_PREFIX: &str = ".fetch-";
 
 /// Errors from the store, classified: [`StoreError::is_transient`] ones are retried with backoff.
+///
+/// A variant with a cause keeps it as its [`source`](std::error::Error::source) and leaves it
+/// out of its own message, so that a report of the whole chain (`{:#}`, a job's reason) says it
+/// once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The object does not exist.
@@ -130,7 +134,7 @@ pub enum StoreError {
         reason: String,
     },
     /// A stored JSON document does not parse.
-    #[error("{path} is not a valid document: {source}")]
+    #[error("{path} is not a valid document")]
     Corrupt {
         /// The object.
         path: String,
@@ -139,7 +143,7 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     /// Local file I/O around a transfer.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -148,7 +152,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The backend failed.
-    #[error("store operation on {path} failed: {source}")]
+    #[error("store operation on {path} failed")]
     Backend {
         /// The object.
         path: String,

@@ -78,7 +78,7 @@ pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<Exit
                     eprintln!("{e}");
                     Ok(ExitCode::from(130))
                 }
-                Err(ProcessError::Other(e)) => Err(e),
+                Err(e) => Err(e.into()),
             }
         }
         Command::Up {
@@ -112,7 +112,7 @@ pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<Exit
                 "watching {}/<style>/ ; outputs go to output/<style>/ ; Ctrl-C drains and stops",
                 input.display()
             );
-            fleet::run(&ctx, &options, shutdown_on_signals("the work in hand")?).await?;
+            fleet::run(&ctx, &options, shutdown_on_signals("the work in hand")?).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker {

@@ -10,8 +10,8 @@
 //! |---|---|---|
 //! | message, session lock lost | `com.microsoft:message-lock-lost`, `session-lock-lost`, status 410 | [`QueueError::LockLost`] |
 //! | entity not found | `amqp:not-found`, status 404 | [`QueueError::NoSuchQueue`] |
-//! | unauthorized | `amqp:unauthorized-access`, status 401, 403, a credential failure | [`QueueError::Fatal`] |
-//! | entity disabled, message too large, bad argument, decode failure | | [`QueueError::Fatal`] |
+//! | unauthorized | `amqp:unauthorized-access`, status 401, 403, a credential failure | [`QueueError::Permanent`] |
+//! | entity disabled, message too large, bad argument, decode failure | | [`QueueError::Permanent`] |
 //! | server busy, timeout, connection or link lost, quota exceeded | `com.microsoft:server-busy`, `com.microsoft:timeout`, status 408, 429, 5xx, I/O | [`QueueError::Transient`] |
 //!
 //! Anything else is transient: a network client that cannot tell is better retried with
@@ -33,7 +33,7 @@ pub enum Class {
     /// Retrying may succeed.
     Transient,
     /// Retrying will not succeed.
-    Fatal,
+    Permanent,
 }
 
 /// Markers of a lost lock, matched case-insensitively in the rendered error.
@@ -115,8 +115,8 @@ pub fn classify(error: &azure_core::Error) -> Class {
         return by_text;
     }
     match error.kind() {
-        ErrorKind::Credential => Class::Fatal,
-        ErrorKind::DataConversion => Class::Fatal,
+        ErrorKind::Credential => Class::Permanent,
+        ErrorKind::DataConversion => Class::Permanent,
         ErrorKind::HttpResponse { status, .. } => classify_status(u16::from(*status)),
         _ => Class::Transient,
     }
@@ -171,10 +171,10 @@ pub fn classify_condition(condition: &ErrorCondition) -> Class {
             | AmqpError::InvalidField
             | AmqpError::NotImplemented
             | AmqpError::PreconditionFailed
-            | AmqpError::ResourceDeleted => Class::Fatal,
+            | AmqpError::ResourceDeleted => Class::Permanent,
             _ => Class::Transient,
         },
-        ErrorCondition::LinkError(LinkError::MessageSizeExceeded) => Class::Fatal,
+        ErrorCondition::LinkError(LinkError::MessageSizeExceeded) => Class::Permanent,
         ErrorCondition::Custom(symbol) => classify_text(&symbol.0),
         // Connection, session and other link conditions: the link or connection went away.
         _ => Class::Transient,
@@ -184,12 +184,12 @@ pub fn classify_condition(condition: &ErrorCondition) -> Class {
 /// Classifies an HTTP status of the Service Bus management (REST) API.
 pub fn classify_status(status: u16) -> Class {
     match status {
-        401 | 403 => Class::Fatal,
+        401 | 403 => Class::Permanent,
         404 => Class::NoSuchQueue,
         408 | 429 => Class::Transient,
         410 => Class::LockLost,
         500..=599 => Class::Transient,
-        _ => Class::Fatal,
+        _ => Class::Permanent,
     }
 }
 
@@ -200,11 +200,11 @@ pub fn classify_text(text: &str) -> Class {
     if contains_any(&text, LOCK_LOST) {
         Class::LockLost
     } else if contains_any(&text, UNAUTHORIZED) {
-        Class::Fatal
+        Class::Permanent
     } else if contains_any(&text, NOT_FOUND) {
         Class::NoSuchQueue
     } else if contains_any(&text, FATAL) {
-        Class::Fatal
+        Class::Permanent
     } else {
         Class::Transient
     }
@@ -227,7 +227,7 @@ pub fn to_queue_error(
         },
         Class::NoSuchQueue => QueueError::NoSuchQueue(queue.to_owned()),
         Class::Transient => QueueError::Transient { message, source },
-        Class::Fatal => QueueError::Fatal { message, source },
+        Class::Permanent => QueueError::Permanent { message, source },
     }
 }
 

@@ -6,7 +6,7 @@
 //! with the same credential the AMQP connection uses: an Entra ID bearer token for
 //! `https://servicebus.azure.net/.default`, or a shared access signature made from a connection
 //! string's key. Reading descriptions needs the **Manage** right (Azure Service Bus Data Owner);
-//! without it the call fails with [`QueueError::Fatal`]. On Azure the workers' identity has no
+//! without it the call fails with [`QueueError::Permanent`]. On Azure the workers' identity has no
 //! such right: KEDA reads the count with its own identity and scales the workers.
 //!
 //! The functions here are pure (URLs, tokens, XML); the HTTP calls live in the backend.
@@ -56,7 +56,7 @@ pub fn shared_access_signature(
         .unwrap_or(0);
     let encoded = percent_encode(resource);
     let mut mac =
-        Hmac::<Sha256>::new_from_slice(key.as_bytes()).map_err(|e| QueueError::Fatal {
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).map_err(|e| QueueError::Permanent {
             message: "cannot key the shared access signature".to_owned(),
             source: Some(Box::new(e)),
         })?;

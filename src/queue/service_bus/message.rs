@@ -42,7 +42,7 @@ pub const MAX_DEAD_LETTER_TEXT: usize = 4096;
 pub fn to_service_bus(message: &OutgoingMessage) -> Result<ServiceBusMessage, QueueError> {
     let mut out = ServiceBusMessage::new(message.body.clone());
     out.set_message_id(message.id.clone())
-        .map_err(|source| QueueError::Fatal {
+        .map_err(|source| QueueError::Permanent {
             message: format!(
                 "message id {:?} is not a valid Service Bus message id (1 to {MAX_ID_LEN} bytes)",
                 message.id
