@@ -15,6 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use quick_xml::Reader;
+use quick_xml::events::Event;
 use sha2::Sha256;
 
 use crate::queue::QueueError;
@@ -69,51 +72,40 @@ pub fn shared_access_signature(
     ))
 }
 
+/// What [`percent_encode`] leaves as it is: the unreserved characters of RFC 3986.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes everything but the unreserved characters of RFC 3986.
 pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(text, UNRESERVED).to_string()
 }
 
 /// Reads the active message count out of a queue description (an ATOM entry).
 ///
-/// Returns `None` when the document has no `ActiveMessageCount`: the management API answers a
-/// GET of a missing queue with an empty feed rather than 404.
+/// Returns `None` when the document has no `ActiveMessageCount` (the management API answers a
+/// GET of a missing queue with an empty feed rather than 404), or is not well-formed XML.
 pub fn active_message_count(xml: &str) -> Option<u64> {
     element_text(xml, "ActiveMessageCount")?.trim().parse().ok()
 }
 
-/// The text of the first element named `local` (any namespace prefix).
-fn element_text<'a>(xml: &'a str, local: &str) -> Option<&'a str> {
-    let closing = format!("{local}>");
-    let mut from = 0;
-    while let Some(found) = xml[from..].find(&closing) {
-        let at = from + found;
-        from = at + closing.len();
-        // The tag runs from the last '<' before the name; it must be an opening tag whose name
-        // (after any prefix) is exactly `local`.
-        let Some(open) = xml[..at].rfind('<') else {
-            continue;
-        };
-        let name = &xml[open + 1..at];
-        if name.starts_with('/') || name.contains(char::is_whitespace) {
-            continue;
+/// The text of the first element whose local name (any namespace prefix) is `local`.
+fn element_text(xml: &str, local: &str) -> Option<String> {
+    let mut reader = Reader::from_str(xml);
+    let mut inside = false;
+    let mut text = String::new();
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) if e.local_name().as_ref() == local.as_bytes() => inside = true,
+            Event::Text(t) if inside => text.push_str(&t.decode().ok()?),
+            Event::End(_) if inside => return Some(text),
+            Event::Eof => return None,
+            _ => {}
         }
-        if !(name.is_empty() || name.ends_with(':')) {
-            continue;
-        }
-        let rest = &xml[from..];
-        let end = rest.find('<')?;
-        return Some(&rest[..end]);
     }
-    None
 }
 
 /// Settings of a queue created through [`queue_description`].

@@ -60,9 +60,7 @@ impl Endpoint {
             .pop_if_empty()
             .push(name);
         url.query_pairs_mut().append_pair("restype", "container");
-        let date = chrono::Utc::now()
-            .format("%a, %d %b %Y %H:%M:%S GMT")
-            .to_string();
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
         let mut headers = vec![
             ("x-ms-date", date.clone()),
             ("x-ms-version", SERVICE_VERSION.to_owned()),
