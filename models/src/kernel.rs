@@ -640,3 +640,80 @@ impl CustomOp1 for NetOp<'_> {
         Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_mirrors_without_repeating_the_edge() {
+        let n = 5;
+        let got: Vec<usize> = (-4..9).map(|i| reflect(i, n)).collect();
+        assert_eq!(got, [4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn row_stats_match_a_plain_f64_sum() {
+        // Lengths around the 8-lane and 256-value blocks, values of mixed sign and size.
+        for len in [0, 1, 7, 8, 9, 255, 256, 257, 1000] {
+            let row: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let sum: f64 = row.iter().map(|&v| f64::from(v)).sum();
+            let sq: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            let (s, q) = row_stats(&row);
+            assert!(
+                (s - sum).abs() <= 1e-3 * (1.0 + sum.abs()),
+                "{len}: {s} vs {sum}"
+            );
+            assert!((q - sq).abs() <= 1e-5 * (1.0 + sq), "{len}: {q} vs {sq}");
+        }
+    }
+
+    /// `pack_row` against the definition: value `x` of the packed row is the input column that
+    /// kernel column `kx` reads for output column `x`, through the padding table.
+    #[test]
+    fn pack_row_reads_the_columns_the_padding_table_names() {
+        for w in [5, 6, 9, 12] {
+            for (k, stride, upsample, multiple) in [
+                (3, 1, false, 1),
+                (9, 1, false, 4),
+                (3, 2, false, 1),
+                (3, 2, false, 4),
+                (3, 1, true, 1),
+            ] {
+                let view = InputView {
+                    h: 1,
+                    w,
+                    upsample,
+                    multiple,
+                };
+                let pad = k / 2;
+                let (_, vw) = view.virtual_size();
+                let cols = view.map(w, vw, pad);
+                let wo = (vw + 2 * pad - k) / stride + 1;
+                let row: Vec<f32> = (0..w).map(|i| 10.0 + i as f32).collect();
+                let mut halves = Vec::new();
+                if stride == 2 {
+                    view.stride_split(&row, 1, &mut halves);
+                }
+                let ctx = PackContext {
+                    view: &view,
+                    cols: &cols,
+                    wo,
+                };
+                for kx in 0..k {
+                    let want: Vec<f32> = (0..wo).map(|x| row[cols[x * stride + kx]]).collect();
+                    let mut got = vec![f32::NAN; wo];
+                    ctx.pack_row(&mut got, &row, kx, stride, None);
+                    assert_eq!(got, want, "w {w} k {k} s {stride} up {upsample} kx {kx}");
+                    if stride == 2 {
+                        let mut got = vec![f32::NAN; wo];
+                        ctx.pack_row(&mut got, &row, kx, stride, Some(&halves));
+                        assert_eq!(got, want, "split rows: w {w} k {k} kx {kx}");
+                    }
+                }
+            }
+        }
+    }
+}
