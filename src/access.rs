@@ -9,7 +9,7 @@
 //! store, the log store and the queue of the process in a guard that refuses every operation
 //! `<who>` is not granted, with the error Azure gives: a 403 `AuthorizationPermissionMismatch`
 //! from Blob Storage (object_store's `PermissionDenied`), `amqp:unauthorized-access` from Service
-//! Bus (a permanent [`QueueError::Fatal`]). The tests run each component of the distributed
+//! Bus (a permanent [`QueueError::Permanent`]). The tests run each component of the distributed
 //! pipeline, and the operator's commands, behind it: a missing grant fails a test here instead of
 //! a first deployment. `STYLEFLEET_ACCESS_DENIALS=<file>` also appends each refusal to a file as
 //! a JSON line, so that a refusal the code swallows (a failed sweep, say) is still seen;
@@ -384,7 +384,7 @@ impl Guard {
             return Ok(());
         }
         self.record(op, &format!("queue {queue}"), action.name());
-        Err(QueueError::Fatal {
+        Err(QueueError::Permanent {
             message: format!(
                 "cannot {op} on {queue}: amqp:unauthorized-access: Unauthorized access. '{}' \
                  claim(s) are required to perform this operation ({} holds none on {queue})",
@@ -790,7 +790,7 @@ mod tests {
             .send(queue::STITCH, vec![OutgoingMessage::new("m", "{}")])
             .await
             .unwrap_err();
-        assert!(matches!(err, QueueError::Fatal { .. }) && !err.is_transient());
+        assert!(matches!(err, QueueError::Permanent { .. }) && !err.is_transient());
         assert!(
             err.to_string().contains("'Send' claim(s) are required"),
             "{err}"
