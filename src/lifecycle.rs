@@ -2,7 +2,7 @@
 //! and stops: its arguments and environment, logs on stderr, the runtime, and the shutdown
 //! signals.
 
-use std::fmt;
+use std::error::Error;
 use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -58,8 +58,8 @@ pub fn shutdown_on_signals(in_hand: &'static str) -> std::io::Result<Cancellatio
 }
 
 /// The `main` of each executable: logs on stderr, a multi-threaded runtime, `run` on it, and its
-/// error (with its causes: `{:#}`) on stderr with exit code 1.
-pub fn main<E: fmt::Display>(
+/// error with its causes ([`report`]) on stderr with exit code 1.
+pub fn main<E: AsRef<dyn Error + Send + Sync + 'static>>(
     json_logs: bool,
     run: impl Future<Output = Result<ExitCode, E>>,
 ) -> ExitCode {
@@ -77,10 +77,27 @@ pub fn main<E: fmt::Display>(
     match runtime.block_on(run) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(e.as_ref()));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, `: `-separated, skipping a cause whose text the message before it
+/// already ends with (errors that print their source in their own message, as object_store's
+/// and ours do, would otherwise say it twice).
+pub fn report(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Parses the command line and the environment into `P`, exiting with clap's message (code 2)
@@ -139,6 +156,17 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_says_each_cause_once() {
+        let io = std::io::Error::other("disk full");
+        let store = crate::store::StoreError::Io {
+            context: "writing x".into(),
+            source: io,
+        };
+        assert_eq!(store.to_string(), "writing x: disk full");
+        assert_eq!(report(&store), "writing x: disk full");
+    }
 
     #[test]
     fn seconds_parse_or_say_why() {

@@ -171,18 +171,7 @@ impl StageError {
     /// The whole reason: the context followed by every source, `: `-separated (what users see in
     /// `status`, dead letters and the CLI).
     pub fn reason(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            // Some errors print their source in their own message too: say it once.
-            let part = c.to_string();
-            if !text.ends_with(&part) {
-                text.push_str(": ");
-                text.push_str(&part);
-            }
-            cause = c.source();
-        }
-        text
+        crate::lifecycle::report(self)
     }
 }
 

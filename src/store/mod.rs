@@ -104,9 +104,10 @@ const FETCH_PREFIX: &str = ".fetch-";
 
 /// Errors from the store, classified: [`StoreError::is_transient`] ones are retried with backoff.
 ///
-/// A variant with a cause keeps it as its [`source`](std::error::Error::source) and leaves it
-/// out of its own message, so that a report of the whole chain (`{:#}`, a job's reason) says it
-/// once.
+/// A variant with a cause names it in its message (logs print the message alone) and keeps it as
+/// its [`source`](std::error::Error::source); reports of the whole chain
+/// ([`lifecycle::report`](crate::lifecycle::report), a job's reason) skip a cause the message
+/// before already ends with, so it is said once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The object does not exist.
@@ -134,7 +135,7 @@ pub enum StoreError {
         reason: String,
     },
     /// A stored JSON document does not parse.
-    #[error("{path} is not a valid document")]
+    #[error("{path} is not a valid document: {source}")]
     Corrupt {
         /// The object.
         path: String,
@@ -143,7 +144,7 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     /// Local file I/O around a transfer.
-    #[error("{context}")]
+    #[error("{context}: {source}")]
     Io {
         /// What was being done.
         context: String,
@@ -152,7 +153,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The backend failed.
-    #[error("store operation on {path} failed")]
+    #[error("store operation on {path} failed: {source}")]
     Backend {
         /// The object.
         path: String,
