@@ -152,13 +152,12 @@ impl FfCommand {
         self
     }
 
-    /// Starts the program with stdin and stdout as pipes for the caller to stream through (see
-    /// [`Streaming`]); stderr is collected in the background for the error.
-    pub(crate) fn spawn(self, stdin: bool) -> Result<Streaming, MediaError> {
-        let program = self.program.name();
-        let step = self.step;
-        tracing::debug!(program, step, args = ?self.args, "starting");
-        let mut child = Command::new(self.program.path())
+    /// Starts the program (killed when dropped) with stdout and stderr piped, and stdin piped
+    /// when `stdin`, else empty.
+    fn start(&self, stdin: bool, what: &'static str) -> Result<tokio::process::Child, MediaError> {
+        let (program, step) = (self.program.name(), self.step);
+        tracing::debug!(program, step, args = ?self.args, "{what}");
+        Command::new(self.program.path())
             .args(&self.args)
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
@@ -172,7 +171,15 @@ impl FfCommand {
                     step,
                     source,
                 },
-            })?;
+            })
+    }
+
+    /// Starts the program with stdin and stdout as pipes for the caller to stream through (see
+    /// [`Streaming`]); stderr is collected in the background for the error.
+    pub(crate) fn spawn(self, stdin: bool) -> Result<Streaming, MediaError> {
+        let program = self.program.name();
+        let step = self.step;
+        let mut child = self.start(stdin, "starting")?;
         let stderr = child.stderr.take().map(|mut pipe| {
             tokio::spawn(async move {
                 let mut text = Vec::new();
@@ -200,26 +207,7 @@ impl FfCommand {
     pub(crate) async fn run_with_input(self, input: &[Vec<u8>]) -> Result<Captured, MediaError> {
         let program = self.program.name();
         let step = self.step;
-        tracing::debug!(program, step, args = ?self.args, "running");
-        let mut child = Command::new(self.program.path())
-            .args(&self.args)
-            .stdin(if input.is_empty() {
-                Stdio::null()
-            } else {
-                Stdio::piped()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::NotFound => MediaError::ProgramMissing { program, source },
-                _ => MediaError::Spawn {
-                    program,
-                    step,
-                    source,
-                },
-            })?;
+        let mut child = self.start(!input.is_empty(), "running")?;
         let stdin = child.stdin.take();
         let feed = async move {
             let Some(mut stdin) = stdin else {
