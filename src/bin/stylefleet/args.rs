@@ -1,0 +1,93 @@
+//! Arguments shared by several subcommands: where data and work live, how work is planned, and
+//! the style.
+
+use std::path::PathBuf;
+
+use clap::builder::RangedU64ValueParser;
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Where data and work live. The embedded default needs none of these but `--data`.
+#[derive(Debug, Clone, Args)]
+pub struct Location {
+    /// Folder of the embedded default: the store, the queue database and scratch space.
+    #[arg(long, default_value = "stylefleet-data", env = "STYLEFLEET_DATA")]
+    pub data: PathBuf,
+    /// Blob store URL (a folder, `az://<container>`, `https://<account>.blob.core.windows.net/<container>`);
+    /// default: `<data>`.
+    #[arg(long, env = "STYLEFLEET_STORE")]
+    pub store: Option<String>,
+    /// Store for logs (on Azure, the system account); default: the blob store.
+    #[arg(long, env = "STYLEFLEET_LOG_STORE")]
+    pub log_store: Option<String>,
+    /// Queue URL (an SQLite file, or `servicebus://<namespace>.servicebus.windows.net`); default:
+    /// `<data>/queue.sqlite`.
+    #[arg(long, env = "STYLEFLEET_QUEUE")]
+    pub queue: Option<String>,
+}
+
+/// How work is planned.
+#[derive(Debug, Clone, Args)]
+pub struct Planning {
+    /// Frames per batch message.
+    #[arg(long, default_value_t = stylefleet::settings::DEFAULT_BATCH_FRAMES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_frames: u64,
+    /// Frames per model call inside a batch.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub model_batch: u32,
+    /// Refuse inputs larger than this many bytes.
+    #[arg(long)]
+    pub max_bytes: Option<u64>,
+    /// Refuse inputs longer than this many seconds.
+    #[arg(long)]
+    pub max_duration: Option<f64>,
+    /// Refuse inputs wider or taller than this many pixels.
+    #[arg(long)]
+    pub max_side: Option<u32>,
+    /// Jobs in flight at most in the fleet; more uploads wait their turn.
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
+    pub max_active_jobs: usize,
+    /// Batch messages queued at most before a new job is planned.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_backlog: u64,
+    /// Batch messages of one job queued at a time; finished batches post the next ones.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queued_per_job: u32,
+    /// Temporal stabilisation against flicker: `on`, `off`, or a strength between 0 and 1 (how
+    /// much of the previous styled frame, warped along the motion, a still pixel keeps).
+    #[arg(long, default_value = "on", env = "STYLEFLEET_TEMPORAL", value_parser = parse_temporal)]
+    pub temporal: Temporal,
+}
+
+/// The parsed `--temporal` option (`None`: off).
+#[derive(Debug, Clone)]
+pub struct Temporal(pub Option<stylefleet::temporal::TemporalSettings>);
+
+fn parse_temporal(text: &str) -> Result<Temporal, String> {
+    stylefleet::temporal::TemporalSettings::parse_option(text).map(Temporal)
+}
+
+/// Style options.
+#[derive(Debug, Clone, Args)]
+pub struct StyleArgs {
+    /// A built-in style (index or name, see `stylefleet styles`), a blend like `3:0.7,12:0.3`, or a
+    /// path to a style image.
+    #[arg(long, short = 's')]
+    pub style: String,
+    /// Blend the styled frame with the original (0..1).
+    #[arg(long, default_value_t = 1.0)]
+    pub strength: f32,
+    /// Keep the original's colours, take only the style's strokes and light.
+    #[arg(long)]
+    pub preserve_colour: bool,
+}
+
+/// A count of one or more, where a field is a `usize`.
+pub fn at_least_one() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..)
+}
