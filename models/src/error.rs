@@ -6,12 +6,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A style name that is not in the table.
-    #[error("unknown style name {name:?}; valid names: {valid}")]
+    #[error(
+        "unknown style {name:?}{}; `stylefleet styles` lists all of them",
+        suggestion.map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+    )]
     UnknownStyle {
         /// The name as given.
         name: String,
-        /// The valid names, comma separated.
-        valid: String,
+        /// The built-in style whose name is closest to it, when one is close enough.
+        suggestion: Option<&'static str>,
     },
     /// A style index past the last style.
     #[error("style index {index} is out of range; valid indices are 0 to {max}")]
@@ -23,7 +26,7 @@ pub enum ModelError {
     },
     /// A blend that does not parse, or whose weights cannot be normalised.
     #[error(
-        "bad style blend {spec:?}: {reason}; use e.g. 3, mosaic, 3:0.7,12:0.3 or a path to an image"
+        "bad style blend {spec:?}: {reason}; use e.g. 3, starry-blue, 3:0.7,12:0.3 or a path to an image"
     )]
     BadBlend {
         /// The spec as given.

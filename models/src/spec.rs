@@ -139,8 +139,20 @@ fn style_index(key: &str) -> Result<usize, ModelError> {
         .map(|s| s.index)
         .ok_or_else(|| ModelError::UnknownStyle {
             name: key.to_owned(),
-            valid: STYLES.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+            suggestion: closest_name(key),
         })
+}
+
+/// The built-in style name closest to `key` (Jaro-Winkler similarity, case-insensitive), when it
+/// is close enough to be what was meant.
+pub fn closest_name(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    STYLES
+        .iter()
+        .map(|s| (strsim::jaro_winkler(&key, s.name), s.name))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
 }
 
 impl FromStr for StyleSpec {
@@ -262,12 +274,21 @@ mod tests {
             parse("26"),
             Err(ModelError::StyleIndexOutOfRange { index: 26, max: 25 })
         ));
-        match parse("no-such-style") {
+        match parse("starry-bleu") {
             Err(e @ ModelError::UnknownStyle { .. }) => {
-                assert!(e.to_string().contains(STYLES[0].name), "{e}");
+                assert!(e.to_string().contains("did you mean `starry-blue`?"), "{e}");
+                assert!(!e.to_string().contains(STYLES[0].name), "no list: {e}");
             }
             other => panic!("expected UnknownStyle, got {other:?}"),
         }
+        match parse("qwxz") {
+            Err(e @ ModelError::UnknownStyle { .. }) => {
+                assert!(!e.to_string().contains("did you mean"), "nothing close: {e}");
+            }
+            other => panic!("expected UnknownStyle, got {other:?}"),
+        }
+        assert_eq!(closest_name("Stary-Blue"), Some("starry-blue"));
+        assert_eq!(closest_name("tapestri"), Some("tapestry"));
         assert!(matches!(
             parse("3:-1,4:2"),
             Err(ModelError::BadBlend { .. })

@@ -100,18 +100,19 @@ pub fn output_path(source_path: &str) -> String {
     }
 }
 
-/// Checks a style spec before any work is queued, so a typo fails its job at once with the list
-/// of valid names instead of failing in every worker.
+/// Checks a style and its strength before any work is queued, so a typo fails its job at once
+/// with a reason that names what is wrong (the model's errors name the spec they refuse) instead
+/// of failing in every worker.
 #[cfg(feature = "style")]
 fn check_style(style: &StyleChoice) -> Result<(), String> {
-    if style.spec.starts_with("image:") {
-        return Ok(());
-    }
     if !(0.0..=1.0).contains(&style.strength) {
         return Err(format!(
             "strength must be between 0 and 1, got {}",
             style.strength
         ));
+    }
+    if style.spec.starts_with("image:") {
+        return Ok(());
     }
     style
         .spec
@@ -316,7 +317,7 @@ async fn plan(
         return Ok(Err("the file is empty (0 bytes)".into()));
     }
     if let Err(reason) = check_style(style) {
-        return Ok(Err(format!("bad style {:?}: {reason}", style.spec)));
+        return Ok(Err(reason));
     }
     if size > ctx.settings.limits.max_bytes {
         return Ok(Err(format!(

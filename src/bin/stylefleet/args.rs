@@ -41,13 +41,13 @@ pub struct Planning {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub model_batch: u32,
     /// Refuse inputs larger than this many bytes.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_bytes: Option<u64>,
     /// Refuse inputs longer than this many seconds.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive_seconds)]
     pub max_duration: Option<f64>,
     /// Refuse inputs wider or taller than this many pixels.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_side: Option<u32>,
     /// Jobs in flight at most in the fleet; more uploads wait their turn.
     #[arg(long, default_value_t = 4, value_parser = at_least_one())]
@@ -77,14 +77,61 @@ fn parse_temporal(text: &str) -> Result<Temporal, String> {
 pub struct StyleArgs {
     /// A built-in style (index or name, see `stylefleet styles`), a blend like `3:0.7,12:0.3`, or a
     /// path to a style image.
-    #[arg(long, short = 's')]
+    #[arg(long, short = 's', value_parser = parse_style)]
     pub style: String,
     /// Blend the styled frame with the original (0..1).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_strength)]
     pub strength: f32,
     /// Keep the original's colours, take only the style's strokes and light.
     #[arg(long)]
     pub preserve_colour: bool,
+}
+
+/// A `--style` checked before anything is done: an existing image file, or a built-in style, an
+/// index or a blend that parses (an unknown name gets the closest one as a hint). A folder, or an
+/// image path that does not exist, is refused here rather than by every worker later.
+fn parse_style(text: &str) -> Result<String, String> {
+    let path = std::path::Path::new(text.trim());
+    if path.is_dir() {
+        return Err(format!(
+            "{} is a folder; give a style name, an index, a blend or an image file",
+            path.display()
+        ));
+    }
+    if path.is_file() {
+        return Ok(text.to_owned());
+    }
+    #[cfg(feature = "style")]
+    match text.parse::<stylefleet_models::StyleSpec>() {
+        Ok(stylefleet_models::StyleSpec::Image(image)) => {
+            return Err(format!("the style image {} does not exist", image.display()));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(text.to_owned())
+}
+
+/// A `--strength` between 0 and 1.
+fn parse_strength(text: &str) -> Result<f32, String> {
+    let strength: f32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !(0.0..=1.0).contains(&strength) {
+        return Err(format!(
+            "the strength must be between 0 and 1 (0 keeps the original, 1 is fully styled), got {text}"
+        ));
+    }
+    Ok(strength)
+}
+
+/// A positive, finite number of seconds.
+fn parse_positive_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 /// A count of one or more, where a field is a `usize`.
