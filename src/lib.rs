@@ -24,7 +24,8 @@
 //!   process to its identity's grants in tests (`STYLEFLEET_IDENTITY`).
 //! - [`fault`]: named fault points that tests arm through the environment (crash or fail at a step).
 //! - [`lifecycle`]: `main` set-up (arguments, logging, runtime) and shutdown signals, shared by
-//!   the same three executables.
+//!   the same three executables; [`terminal`]: progress bars and log lines sharing stderr, colour
+//!   only on a terminal, stdout that may be a closed pipe.
 #![warn(missing_docs)]
 
 pub mod access;
@@ -43,3 +44,4 @@ pub mod setup;
 pub mod stage;
 pub mod store;
 pub mod temporal;
+pub mod terminal;

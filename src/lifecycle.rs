@@ -11,14 +11,32 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// How an executable logs on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Logging {
+    /// One JSON object a line instead of human-readable lines.
+    pub json: bool,
+    /// Errors only (`RUST_LOG`, when set, still decides).
+    pub quiet: bool,
+}
+
 /// Logs on stderr, human-readable or one JSON object a line, filtered by `RUST_LOG` (default
 /// `info`).
 pub fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init(Logging { json, quiet: false });
+}
+
+/// Logs on stderr as `logging` says, filtered by `RUST_LOG` (default `info`, or `error` when
+/// quiet). Lines are written above any progress bar ([`crate::terminal`]), in colour only on a
+/// terminal that does not set `NO_COLOR`.
+pub fn init(logging: Logging) {
+    let default = if logging.quiet { "error" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
+        .with_writer(crate::terminal::LogWriter)
+        .with_ansi(crate::terminal::colour_on_stderr());
+    if logging.json {
         builder.json().init();
     } else {
         builder.init();
@@ -63,7 +81,21 @@ pub fn main<E: AsRef<dyn Error + Send + Sync + 'static>>(
     json_logs: bool,
     run: impl Future<Output = Result<ExitCode, E>>,
 ) -> ExitCode {
-    init_logging(json_logs);
+    main_with(
+        Logging {
+            json: json_logs,
+            quiet: false,
+        },
+        run,
+    )
+}
+
+/// [`main`] with logs set up as `logging` says.
+pub fn main_with<E: AsRef<dyn Error + Send + Sync + 'static>>(
+    logging: Logging,
+    run: impl Future<Output = Result<ExitCode, E>>,
+) -> ExitCode {
+    init(logging);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,7 +109,7 @@ pub fn main<E: AsRef<dyn Error + Send + Sync + 'static>>(
     match runtime.block_on(run) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", report(e.as_ref()));
+            crate::terminal::eprint_line(&format!("error: {}", report(e.as_ref())));
             ExitCode::FAILURE
         }
     }

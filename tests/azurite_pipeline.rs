@@ -22,7 +22,7 @@ async fn process_with_azurite_as_the_store() {
     // The container does not exist yet: the store creates it.
     let status = Command::new(env!("CARGO_BIN_EXE_stylefleet"))
         .envs(azurite.env())
-        .args(["process", clip.to_str().unwrap(), "--style", "0", "--quiet"])
+        .args(["process", clip.to_str().unwrap(), "--style", "0"])
         .args(["--workers", "2", "--batch-frames", "8", "-o"])
         .arg(&out)
         .arg("--data")

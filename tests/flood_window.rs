@@ -67,7 +67,6 @@ fn a_small_window_still_runs_every_batch() {
             clip.to_str().unwrap(),
             "--style",
             "0",
-            "--quiet",
             "--workers",
             "2",
         ])

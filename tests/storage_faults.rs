@@ -53,7 +53,7 @@ async fn a_job_survives_the_store_going_away() {
         .env("RUST_LOG", "info")
         .env("STYLEFLEET_RETRY_MIN_SECS", "0.5")
         .args(["process", clip.to_str().unwrap()])
-        .args(["--style", "0", "--quiet", "--workers", "1"])
+        .args(["--style", "0", "--workers", "1"])
         .args(["--batch-frames", &BATCH_FRAMES.to_string(), "-o"])
         .arg(&out)
         .arg("--data")

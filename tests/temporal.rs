@@ -61,7 +61,6 @@ fn process(data: &Path, clip: &Path, out: &Path, extra: &[&str]) -> std::process
         out.as_os_str(),
         OsStr::new("--style"),
         OsStr::new("0"),
-        OsStr::new("--quiet"),
         OsStr::new("--workers"),
         OsStr::new("2"),
         OsStr::new("--batch-frames"),

@@ -176,12 +176,11 @@ fn process_in_batches(
             style.as_ref(),
             "--strength".as_ref(),
             strength.as_ref(),
-            "--quiet".as_ref(),
             "--workers".as_ref(),
             "2".as_ref(),
             "--batch-frames".as_ref(),
             batch.as_ref(),
-        ] as [&std::ffi::OsStr; 13],
+        ] as [&std::ffi::OsStr; 12],
     );
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

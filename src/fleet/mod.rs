@@ -83,7 +83,13 @@ pub async fn run(ctx: &Context, options: &FleetOptions, shutdown: CancellationTo
     tracing::info!("draining: stopping workers and the aggregator");
     pool.shutdown(options.grace + Duration::from_secs(5)).await;
     match aggregator.await {
-        Ok(Ok(report)) => tracing::info!(?report, "aggregator stopped"),
+        Ok(Ok(report)) => tracing::info!(
+            stitched = report.completed,
+            released = report.abandoned,
+            dead_lettered = report.dead_lettered,
+            lost = report.lost,
+            "aggregator stopped"
+        ),
         Ok(Err(e)) => tracing::error!(error = %e, "aggregator failed"),
         Err(e) => tracing::error!(error = %e, "aggregator task failed"),
     }
@@ -177,7 +183,8 @@ pub async fn reconcile_dead_letters(ctx: &Context) -> Result<(), InspectError> {
                 at: crate::job::now_secs(),
             };
             ctx.store.put_json_create(&path, &record).await?;
-            tracing::warn!(%job, ?batch, reason = %record.reason, "job failed: message dead-lettered");
+            let message = batch.map_or_else(|| "stitch".to_owned(), |b| format!("batch {b}"));
+            tracing::warn!(%job, %message, reason = %record.reason, "job failed: message dead-lettered");
         }
     }
     Ok(())

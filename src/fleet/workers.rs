@@ -21,6 +21,10 @@ pub struct WorkerCommand {
     pub args: Vec<OsString>,
     /// Extra environment (for example `RAYON_NUM_THREADS`).
     pub env: Vec<(OsString, OsString)>,
+    /// Whether the workers' stderr is read line by line and written above the progress bars
+    /// ([`crate::terminal`]), for a supervisor that draws one; otherwise they write to the
+    /// inherited stderr directly (and go on doing so should the supervisor die).
+    pub through_terminal: bool,
 }
 
 /// The running workers.
@@ -89,7 +93,13 @@ impl WorkerPool {
                 // leaves the batch in hand locked.
                 .process_group(0)
                 .kill_on_drop(true);
-            let child = command.spawn()?;
+            if self.command.through_terminal {
+                command.stderr(Stdio::piped());
+            }
+            let mut child = command.spawn()?;
+            if let Some(stderr) = child.stderr.take() {
+                tokio::spawn(forward_lines(stderr));
+            }
             self.started += 1;
             tracing::info!(
                 pid = child.id(),
@@ -153,5 +163,14 @@ impl WorkerPool {
 fn terminate(child: &Child) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
+/// Writes a worker's stderr, line by line, above the progress bars.
+async fn forward_lines(stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        crate::terminal::eprint_line(&line);
     }
 }

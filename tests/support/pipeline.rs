@@ -60,7 +60,6 @@ pub fn process(data: &Path, clip: &Path, out: &Path, workers: u32, batch: u32) -
             out.as_os_str(),
             OsStr::new("--style"),
             OsStr::new("0"),
-            OsStr::new("--quiet"),
             OsStr::new("--workers"),
             OsStr::new(&workers.to_string()),
             OsStr::new("--batch-frames"),

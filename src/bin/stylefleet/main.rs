@@ -26,6 +26,10 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true, env = "STYLEFLEET_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Errors only: no progress bar, no informational lines (`RUST_LOG`, when set, still decides
+    /// which logs show).
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,9 +60,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli: Cli = stylefleet::lifecycle::parse_args();
-    stylefleet::lifecycle::main(
-        matches!(cli.log_format, LogFormat::Json),
-        commands::run(cli.command, cli.log_format),
+    stylefleet::lifecycle::main_with(
+        stylefleet::lifecycle::Logging {
+            json: matches!(cli.log_format, LogFormat::Json),
+            quiet: cli.quiet,
+        },
+        commands::run(cli.command, cli.log_format, cli.quiet),
     )
 }
 

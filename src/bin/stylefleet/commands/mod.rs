@@ -20,10 +20,10 @@ use stylefleet::stage::Context;
 use crate::Command;
 use crate::args::{Location, LogFormat, Planning};
 
-pub async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+pub async fn run(command: Command, log_format: LogFormat, quiet: bool) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Process(args) => process::run(args, log_format).await,
-        Command::Up(args) => up::run(args, log_format).await,
+        Command::Process(args) => process::run(args, log_format, quiet).await,
+        Command::Up(args) => up::run(args, log_format, quiet).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Dlq { action } => dlq::run(action).await,
@@ -112,5 +112,6 @@ pub fn worker_command(
                 std::process::id().to_string().into(),
             ),
         ],
+        through_terminal: false,
     })
 }

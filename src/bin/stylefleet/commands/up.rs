@@ -1,14 +1,16 @@
 //! `stylefleet up`: the embedded fleet (watcher, autoscaled workers, aggregator) until Ctrl-C.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use stylefleet::fleet::autoscale::ScaleRule;
 use stylefleet::fleet::{self, FleetOptions};
 use stylefleet::lifecycle::{parse_seconds, shutdown_on_signals};
+use stylefleet::terminal;
 
 use crate::args::{Location, LogFormat, Planning, at_least_one};
 
@@ -38,7 +40,7 @@ pub struct UpArgs {
     grace: Duration,
 }
 
-pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+pub async fn run(args: UpArgs, log_format: LogFormat, quiet: bool) -> anyhow::Result<ExitCode> {
     let ctx = super::context(&args.location, Some(&args.planning)).await?;
     let options = FleetOptions {
         scale: ScaleRule {
@@ -52,14 +54,33 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
         settle: args.settle,
         grace: args.grace,
     };
-    let input = ctx
-        .store
-        .local_path("input")
-        .unwrap_or_else(|| PathBuf::from("input/"));
-    eprintln!(
-        "watching {}/<style>/ ; outputs go to output/<style>/ ; Ctrl-C drains and stops",
-        input.display()
-    );
+    let input = match ctx.store.local_path("input") {
+        Some(local) => {
+            create_drop_folders(&local)?;
+            local
+        }
+        None => PathBuf::from("input"),
+    };
+    if !quiet {
+        terminal::eprint_line(&format!(
+            "watching {}/<style>/ ; outputs go to output/<style>/ ; Ctrl-C drains and stops",
+            input.display()
+        ));
+    }
     fleet::run(&ctx, &options, shutdown_on_signals("the work in hand")?).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `input/` and one folder in it per built-in style, so that a new data folder is ready
+/// for `cp clip.mp4 <data>/input/starry-blue/` (folders for blends and indices are made by the
+/// user as needed; the watcher takes any of them).
+fn create_drop_folders(input: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(input).with_context(|| format!("creating {}", input.display()))?;
+    #[cfg(feature = "style")]
+    for style in stylefleet_models::styles() {
+        let folder = input.join(style.name);
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+    }
+    Ok(())
 }

@@ -87,7 +87,13 @@ async fn run_worker(
         ..options.clone()
     };
     let report = stylefleet::consume::consume(ctx, &stage, &options, shutdown).await?;
-    tracing::info!(?report, "worker stopped");
+    tracing::info!(
+        done = report.completed,
+        released = report.abandoned,
+        dead_lettered = report.dead_lettered,
+        lost = report.lost,
+        "worker stopped"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
