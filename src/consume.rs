@@ -228,6 +228,21 @@ pub async fn consume<H: Handler>(
     }
 }
 
+/// Handles one delivery received outside [`consume`] (a caller that picks which deliveries to
+/// work on) exactly as the loop would: under its renewed lock, settled by the handler's outcome,
+/// released after `options.grace` once `shutdown` is cancelled. Says how it ended.
+pub async fn consume_one<H: Handler>(
+    ctx: &Context,
+    handler: &H,
+    options: &ConsumeOptions,
+    shutdown: &CancellationToken,
+    delivery: Delivery,
+) -> ConsumeReport {
+    let mut report = ConsumeReport::default();
+    report.count(process_one(ctx, handler, options, shutdown, delivery).await);
+    report
+}
+
 /// What one receive brought.
 type Received = Result<Vec<Delivery>, QueueError>;
 

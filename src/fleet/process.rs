@@ -5,15 +5,17 @@
 //! (`process/<style>/<hash>/<name>`, `styles/<stem>-<hash>.<ext>`), so two runs that share a data
 //! folder never overwrite each other's inputs, whatever the files are called; the same bytes find
 //! the same job, so a re-run resumes (and revives a failed job). The output path is checked before
-//! any work (writable, not the input itself) and written atomically.
+//! any work (writable, not the input itself) and written atomically. Its aggregator stitches its
+//! own job only ([`check_request`] is what a caller can run before opening the store at all).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::{ConsumeOptions, StitchHandler, consume};
-use crate::inspect::{InspectError, JobView, view};
+use crate::consume::{ConsumeOptions, StitchHandler, consume_one};
+use crate::inspect::{InspectError, JobView, job_of_message, view};
 use crate::job::{JobId, JobState, Manifest, StyleChoice, paths};
 use crate::media::MediaError;
 use crate::queue::STITCH;
@@ -93,14 +95,10 @@ impl ProcessError {
     }
 }
 
-/// Runs the request; `progress` sees the job after every poll.
-pub async fn process(
-    ctx: &Context,
-    request: &ProcessRequest,
-    worker: WorkerCommand,
-    shutdown: CancellationToken,
-    mut progress: impl FnMut(&JobView),
-) -> Result<JobView, ProcessError> {
+/// Refuses, before anything is written to the store, a request that cannot be carried out: an
+/// input that is not a readable file, an output path that is the input itself, a folder, or in a
+/// folder that cannot be written.
+pub fn check_request(request: &ProcessRequest) -> Result<(), ProcessError> {
     let input = &request.input;
     let meta = std::fs::metadata(input)
         .map_err(ProcessError::io(format!("cannot read {}", input.display())))?;
@@ -110,7 +108,19 @@ pub async fn process(
             input.display()
         )));
     }
-    check_output(input, &request.output)?;
+    check_output(input, &request.output)
+}
+
+/// Runs the request; `progress` sees the job after every poll.
+pub async fn process(
+    ctx: &Context,
+    request: &ProcessRequest,
+    worker: WorkerCommand,
+    shutdown: CancellationToken,
+    mut progress: impl FnMut(&JobView),
+) -> Result<JobView, ProcessError> {
+    let input = &request.input;
+    check_request(request)?;
     crate::setup::sweep_leftovers(ctx, crate::setup::CLI_UPLOADS).await;
     let (spec, folder) = stage_style(ctx, &request.style).await?;
     let name = input
@@ -137,12 +147,12 @@ pub async fn process(
         .ok_or_else(|| ProcessError::Invalid(format!("job {job} has no manifest")))?;
 
     let stop_aggregator = CancellationToken::new();
+    let (stitching, wants_stitch) = watch::channel(false);
     let aggregator = {
         let ctx = ctx.clone();
+        let job = job.clone();
         let token = stop_aggregator.clone();
-        tokio::spawn(async move {
-            consume(&ctx, &StitchHandler, &ConsumeOptions::new(STITCH), token).await
-        })
+        tokio::spawn(async move { stitch_own(&ctx, &job, wants_stitch, token).await })
     };
     let mut pool = WorkerPool::new(worker);
     let mut unreachable_since: Option<Instant> = None;
@@ -171,6 +181,7 @@ pub async fn process(
             Err(e) => return Err(e.into()),
         };
         progress(&current);
+        stitching.send_replace(current.state == JobState::Stitching);
         match current.state {
             JobState::Done => break Ok(current),
             JobState::Failed => {
@@ -235,6 +246,56 @@ async fn stage_style(ctx: &Context, style: &str) -> Result<(String, String), Pro
     Ok((style.to_owned(), style.replace('/', "_")))
 }
 
+/// The aggregator of one `process` run, which stitches its own job and no other. While the job
+/// waits for its stitch (`wants_stitch`), it receives from the stitch queue, works on the job's
+/// own message, and lets go of any other job's message at once, untouched: that job is resumed by
+/// its own command or stitched by the fleet, never by a run the user started for another video.
+/// While its own message is not there (another aggregator took it), it looks again after a pause
+/// that doubles up to 30 s, so other jobs' messages are not received over and over (each receive
+/// counts as a delivery).
+async fn stitch_own(
+    ctx: &Context,
+    job: &JobId,
+    mut wants_stitch: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    let options = ConsumeOptions::new(STITCH);
+    let mut pause = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            waited = wants_stitch.wait_for(|wants| *wants) => if waited.is_err() { return },
+        }
+        let deliveries = match ctx.queue.receive(STITCH, 32, options.wait).await {
+            Ok(deliveries) => deliveries,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot receive from the stitch queue; trying again");
+                Vec::new()
+            }
+        };
+        let (own, others): (Vec<_>, Vec<_>) = deliveries.into_iter().partition(|d| {
+            job_of_message(&d.body).is_some_and(|(of, _)| &of == job) && !shutdown.is_cancelled()
+        });
+        for delivery in others {
+            if let Err(e) = ctx.queue.abandon(&delivery, None).await {
+                tracing::warn!(id = %delivery.id, error = %e, "could not release another job's stitch");
+            }
+        }
+        pause = if own.is_empty() {
+            (pause * 2).min(Duration::from_secs(30))
+        } else {
+            Duration::from_secs(1)
+        };
+        for delivery in own {
+            consume_one(ctx, &StitchHandler, &options, &shutdown, delivery).await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
 /// The first 16 hex digits of a file's SHA-256: its name in the store.
 async fn short_hash(path: &Path) -> Result<String, ProcessError> {
     let version = crate::stage::split::content_version_of_file(path)
@@ -253,7 +314,7 @@ async fn upload_once(ctx: &Context, from: &Path, to: &str) -> Result<(), Process
     Ok(())
 }
 
-/// Refuses, before any work, an output path that is the input itself, a folder, or in a folder
+/// Refuses an output path that is the input itself, a folder, or in a folder
 /// that cannot be written.
 fn check_output(input: &Path, output: &Path) -> Result<(), ProcessError> {
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
