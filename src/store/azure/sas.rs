@@ -122,6 +122,14 @@ pub enum SasError {
         /// Which kind of secret was found.
         credential: &'static str,
     },
+    /// No Microsoft Entra ID credential is configured: without one the client would try the
+    /// machine's managed identity endpoint, again and again, and fail with a page of errors.
+    #[error(
+        "no Microsoft Entra ID credential to sign with: sign in with `az login` and set \
+         AZURE_USE_AZURE_CLI=true, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET \
+         (on Azure, AZURE_CLIENT_ID names the managed identity)"
+    )]
+    NoCredential,
     /// The Azure client could not be configured from the URL and the environment.
     #[error("could not configure the Azure Blob client")]
     Configure {
@@ -176,6 +184,7 @@ pub async fn mint_with(
     check_store_url(store_url)?;
     check_grants(direction, &object)?;
     refuse_shared_secrets(&builder)?;
+    require_credential(&builder)?;
     let store = builder
         .with_url(store_url)
         .with_container_name(direction.container())
@@ -305,6 +314,38 @@ fn refuse_shared_secrets(builder: &MicrosoftAzureBuilder) -> Result<(), SasError
     Ok(())
 }
 
+/// Refuses to go on without a configured Entra ID credential: a token, a service principal, a
+/// federated token, the Azure CLI, or a managed identity (named, or announced by its endpoint).
+fn require_credential(builder: &MicrosoftAzureBuilder) -> Result<(), SasError> {
+    let set = |key: AzureConfigKey| {
+        builder
+            .get_config_value(&key)
+            .is_some_and(|v| !v.is_empty() && v != "false")
+    };
+    let configured = [
+        AzureConfigKey::Token,
+        AzureConfigKey::ClientSecret,
+        AzureConfigKey::FederatedTokenFile,
+        AzureConfigKey::UseAzureCli,
+        AzureConfigKey::MsiEndpoint,
+        AzureConfigKey::ClientId,
+        AzureConfigKey::ObjectId,
+        AzureConfigKey::MsiResourceId,
+        AzureConfigKey::CredentialType,
+        AzureConfigKey::FabricSessionToken,
+    ]
+    .into_iter()
+    .any(set);
+    let endpoint = ["IDENTITY_ENDPOINT", "MSI_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    if configured || endpoint {
+        Ok(())
+    } else {
+        Err(SasError::NoCredential)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -398,6 +439,29 @@ mod tests {
                 "{blob:?}: {err}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn no_credential_is_one_line_with_a_hint_before_any_request() {
+        if ["IDENTITY_ENDPOINT", "MSI_ENDPOINT"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+        {
+            return; // a managed identity endpoint is a credential here
+        }
+        let err = mint_with(
+            MicrosoftAzureBuilder::new(),
+            STORE,
+            "input/starry-blue/clip.mp4",
+            SasDirection::Upload,
+            DEFAULT_TTL,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, SasError::NoCredential), "{err}");
+        let text = crate::lifecycle::report(&err);
+        assert!(text.contains("az login") && !text.contains('\n'), "{text}");
+        assert!(text.len() < 300, "{text}");
     }
 
     #[test]

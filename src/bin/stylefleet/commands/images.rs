@@ -24,13 +24,19 @@ pub struct StylesArgs {
     #[arg(long, requires = "output")]
     sheet: Option<PathBuf>,
     /// Where to write the sheet.
-    #[arg(long, short = 'o')]
+    #[arg(long, short = 'o', requires = "sheet")]
     output: Option<PathBuf>,
 }
 
 #[cfg(feature = "style")]
 pub fn style_image(args: StyleImageArgs) -> anyhow::Result<ExitCode> {
     use stylefleet_models::{StyleOptions, StyleSpec, Stylizer, read_image, write_image};
+    if args.input.is_dir() {
+        anyhow::bail!(
+            "{} is a folder; give one image file (PNG or JPEG)",
+            args.input.display()
+        );
+    }
     let spec: StyleSpec = args.style.style.parse()?;
     let image = read_image(&args.input)?;
     let stylizer = Stylizer::new(
