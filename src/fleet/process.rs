@@ -35,8 +35,11 @@ const STORE_OUTAGE_LIMIT: Duration = Duration::from_secs(300);
 pub struct ProcessRequest {
     /// The video.
     pub input: PathBuf,
-    /// Where the styled video goes.
+    /// Where the styled video goes; `{job}` in its file name stands for the job id
+    /// ([`output_for`]).
     pub output: PathBuf,
+    /// Whether an existing file at the output path may be replaced.
+    pub overwrite: bool,
     /// The style as given: index, name, blend, or a path to a style image.
     pub style: String,
     /// Blend with the original.
@@ -108,8 +111,21 @@ pub fn check_request(request: &ProcessRequest) -> Result<(), ProcessError> {
             input.display()
         )));
     }
-    check_output(input, &request.output)
+    check_output(input, &request.output, request.overwrite)
 }
+
+/// The output path of `job`: `template` with `{job}` in its file name replaced by the job id.
+pub fn output_for(template: &Path, job: &JobId) -> PathBuf {
+    match template.file_name().and_then(|n| n.to_str()) {
+        Some(name) if name.contains(JOB_PLACEHOLDER) => {
+            template.with_file_name(name.replace(JOB_PLACEHOLDER, &job.to_string()))
+        }
+        _ => template.to_owned(),
+    }
+}
+
+/// What [`ProcessRequest::output`] may hold for the job id.
+pub const JOB_PLACEHOLDER: &str = "{job}";
 
 /// Runs the request; `progress` sees the job after every poll.
 pub async fn process(
@@ -145,6 +161,11 @@ pub async fn process(
         .get_json(&paths::manifest(&job))
         .await?
         .ok_or_else(|| ProcessError::Invalid(format!("job {job} has no manifest")))?;
+    // The job id is known now: an output named after it is checked before the work starts.
+    let target = output_for(&request.output, &job);
+    if target != request.output {
+        check_output(input, &target, request.overwrite)?;
+    }
 
     let stop_aggregator = CancellationToken::new();
     let (stitching, wants_stitch) = watch::channel(false);
@@ -220,8 +241,8 @@ pub async fn process(
         .output
         .clone()
         .ok_or_else(|| ProcessError::Invalid(format!("job {job} is done but names no output")))?;
-    copy_out(ctx, &output, &request.output).await?;
-    crate::media::verify(&manifest.probe, &request.output)
+    copy_out(ctx, &output, &target).await?;
+    crate::media::verify(&manifest.probe, &target)
         .await
         .map_err(ProcessError::Verify)?;
     Ok(done)
@@ -250,9 +271,9 @@ async fn stage_style(ctx: &Context, style: &str) -> Result<(String, String), Pro
 /// waits for its stitch (`wants_stitch`), it receives from the stitch queue, works on the job's
 /// own message, and lets go of any other job's message at once, untouched: that job is resumed by
 /// its own command or stitched by the fleet, never by a run the user started for another video.
-/// While its own message is not there (another aggregator took it), it looks again after a pause
-/// that doubles up to 30 s, so other jobs' messages are not received over and over (each receive
-/// counts as a delivery).
+/// While its own message is not there (still locked by a run that died, or taken by another
+/// aggregator), it looks again after a pause that doubles up to 8 s, so other jobs' messages are
+/// not received over and over (each receive counts as a delivery).
 async fn stitch_own(
     ctx: &Context,
     job: &JobId,
@@ -282,7 +303,7 @@ async fn stitch_own(
             }
         }
         pause = if own.is_empty() {
-            (pause * 2).min(Duration::from_secs(30))
+            (pause * 2).min(Duration::from_secs(8))
         } else {
             Duration::from_secs(1)
         };
@@ -314,9 +335,9 @@ async fn upload_once(ctx: &Context, from: &Path, to: &str) -> Result<(), Process
     Ok(())
 }
 
-/// Refuses an output path that is the input itself, a folder, or in a folder
-/// that cannot be written.
-fn check_output(input: &Path, output: &Path) -> Result<(), ProcessError> {
+/// Refuses an output path that is the input itself, a folder, a file that exists (unless
+/// `overwrite`), or in a folder that cannot be written.
+fn check_output(input: &Path, output: &Path, overwrite: bool) -> Result<(), ProcessError> {
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -330,6 +351,12 @@ fn check_output(input: &Path, output: &Path) -> Result<(), ProcessError> {
     if output.is_dir() {
         return Err(ProcessError::Invalid(format!(
             "the output {} is a folder; give a file path with -o",
+            output.display()
+        )));
+    }
+    if !overwrite && output.is_file() {
+        return Err(ProcessError::Invalid(format!(
+            "the output {} exists already; --force overwrites it",
             output.display()
         )));
     }
