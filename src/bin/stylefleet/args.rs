@@ -104,7 +104,10 @@ fn parse_style(text: &str) -> Result<String, String> {
     #[cfg(feature = "style")]
     match text.parse::<stylefleet_models::StyleSpec>() {
         Ok(stylefleet_models::StyleSpec::Image(image)) => {
-            return Err(format!("the style image {} does not exist", image.display()));
+            return Err(format!(
+                "the style image {} does not exist",
+                image.display()
+            ));
         }
         Ok(_) => {}
         Err(e) => return Err(e.to_string()),
