@@ -1,10 +1,12 @@
 //! CPU kernels for the style networks, on contiguous f32 NCHW slices (one frame at a time).
 //!
-//! - [`Conv`]: reflect pad `k/2` (and an optional nearest x2 upsample, and the bottom/right pad to
-//!   a multiple of 4 of the network input) folded into the packing, then `gemm`. A tile of output
-//!   rows packs each input row it needs once per `(ci, kx)` and runs one gemm per `ky` (per output
-//!   row for stride 2), reading the packed rows `ky` rows further down: `k` times less packing
-//!   than a full im2col. Tiles run in parallel on the current rayon pool; scratch buffers stay
+//! - [`Conv`]: a conv layer ([`ConvSpec`]: channels, kernel, stride; reflect pad `kernel / 2`).
+//!   [`Conv::forward`] derives a [`ConvGeometry`] from the spec and the [`InputView`] (output size,
+//!   padding tables, tile height) and runs tiles of output rows in parallel on the current rayon
+//!   pool: each tile gathers the input rows it reads once per `(ci, kx)`, with the reflect pad,
+//!   the optional nearest x2 upsample and the bottom/right pad to a multiple of 4 of the network
+//!   input folded into the gather, and runs one `gemm` per kernel row over them: `kernel` times
+//!   less packing than a full im2col ([`ConvPass::tile`] draws the layout). Scratch buffers stay
 //!   with their thread between layers and frames.
 //! - [`norm_act`]: instance norm from one pass of f64 statistics, fused with the affine
 //!   `gamma`/`beta`, the activation and the residual add.
@@ -13,6 +15,8 @@
 //! The arbitrary-style transform reuses [`Conv`] (with a bias) and [`norm_act`].
 
 #![allow(unsafe_code)] // gemm takes raw pointers; each use carries a SAFETY note
+
+use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
@@ -34,6 +38,16 @@ pub(crate) fn reflect(i: isize, n: usize) -> usize {
     r as usize
 }
 
+/// Where column `column` of a `width`-wide row lands once the row is split into its even columns
+/// followed by its odd ones ([`InputView::stride_split`]).
+fn split_index(column: usize, width: usize) -> usize {
+    if column % 2 == 0 {
+        column / 2
+    } else {
+        width.div_ceil(2) + column / 2
+    }
+}
+
 thread_local! {
     /// Scratch buffers kept per thread between layers and frames: the big activations would
     /// otherwise be mapped, zero-filled and faulted in again for every layer.
@@ -48,7 +62,14 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
     r
 }
 
-/// Bytes of patch matrix a tile aims for: comfortably inside a core's L2.
+/// Grow a scratch buffer without zero-filling what is already there (packing writes it all).
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+}
+
+/// Bytes of packed rows a tile aims for: comfortably inside a core's L2.
 const TILE_BYTES: usize = 512 * 1024;
 
 /// How an input plane is read: its real size, and the virtual size the conv sees before its own
@@ -78,24 +99,25 @@ impl InputView {
     }
 
     /// For a stride-2 conv: every row of every channel split into its even columns followed by
-    /// its odd columns, so that strided reads become contiguous copies.
+    /// its odd columns ([`split_index`]), so that strided reads become contiguous copies.
     fn stride_split(&self, input: &[f32], c_in: usize, out: &mut Vec<f32>) {
         let w = self.w;
         let half = w.div_ceil(2);
         out.resize(c_in * self.h * w, 0.0);
         out.par_chunks_mut(w)
             .zip(input[..c_in * self.h * w].par_chunks(w))
-            .for_each(|(d, r)| {
-                let (even, odd) = d.split_at_mut(half);
-                for (e, v) in even.iter_mut().zip(r.iter().step_by(2)) {
-                    *e = *v;
+            .for_each(|(split, row)| {
+                let (even, odd) = split.split_at_mut(half);
+                for (to, from) in even.iter_mut().zip(row.iter().step_by(2)) {
+                    *to = *from;
                 }
-                for (o, v) in odd.iter_mut().zip(r.iter().skip(1).step_by(2)) {
-                    *o = *v;
+                for (to, from) in odd.iter_mut().zip(row.iter().skip(1).step_by(2)) {
+                    *to = *from;
                 }
             });
     }
 
+    /// Rows and columns the conv sees before its own reflect pad.
     fn virtual_size(&self) -> (usize, usize) {
         if self.upsample {
             (2 * self.h, 2 * self.w)
@@ -107,8 +129,9 @@ impl InputView {
         }
     }
 
-    /// Real index for each padded virtual coordinate `0 .. virt + 2*pad`.
-    fn map(&self, real: usize, virt: usize, pad: usize) -> Vec<usize> {
+    /// The padding table of one axis: the real index (`0 .. real`) for each padded virtual
+    /// coordinate `0 .. virt + 2*pad`.
+    fn padding_table(&self, real: usize, virt: usize, pad: usize) -> Vec<usize> {
         (0..virt + 2 * pad)
             .map(|v| {
                 let u = reflect(v as isize - pad as isize, virt);
@@ -122,20 +145,166 @@ impl InputView {
     }
 }
 
-/// A 2-D convolution with reflect padding `k/2` and optional bias.
-#[derive(Debug, Clone)]
-pub(crate) struct Conv {
-    /// `[c_out][c_in * k * k]`, as in the checkpoint.
-    pub(crate) weight: Vec<f32>,
-    /// `[c_out]`, or empty for none.
-    pub(crate) bias: Vec<f32>,
+/// The shape of a conv layer, as its checkpoint gives it (the conv's counterpart of candle's
+/// `MBConvConfig`). The padding is always reflect `kernel / 2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvSpec {
+    /// Input channels.
     pub(crate) c_in: usize,
+    /// Output channels.
     pub(crate) c_out: usize,
-    pub(crate) k: usize,
+    /// Kernel height and width (odd).
+    pub(crate) kernel: usize,
+    /// Step between output pixels, in virtual input pixels (1 or 2).
     pub(crate) stride: usize,
 }
 
-/// Raw output pointer shared by tiles that write disjoint columns.
+impl ConvSpec {
+    /// Reflect padding on each side.
+    fn pad(&self) -> usize {
+        self.kernel / 2
+    }
+
+    /// Packed rows per virtual input row, one per `(ci, kx)`: the depth of the gemm (its `K`).
+    fn depth(&self) -> usize {
+        self.c_in * self.kernel
+    }
+
+    /// Output length of an axis of `virtual_len` values (before the reflect pad).
+    fn output_len(&self, virtual_len: usize) -> usize {
+        (virtual_len + 2 * self.pad() - self.kernel) / self.stride + 1
+    }
+
+    /// Output `(rows, columns)` for an input view.
+    fn output_size(&self, view: &InputView) -> (usize, usize) {
+        let (virtual_h, virtual_w) = view.virtual_size();
+        (self.output_len(virtual_h), self.output_len(virtual_w))
+    }
+
+    /// Output rows per tile: as many as keep a tile's packed rows (`(rows - 1) * stride + kernel`
+    /// virtual rows of `depth x out_w` values) within [`TILE_BYTES`], at least 1, at most `out_h`.
+    fn tile_rows(&self, out_h: usize, out_w: usize) -> usize {
+        let packed_row_bytes = self.depth() * out_w * size_of::<f32>();
+        let packed_rows = TILE_BYTES / packed_row_bytes;
+        (packed_rows.saturating_sub(self.kernel) / self.stride).clamp(1, out_h)
+    }
+}
+
+/// A 2-D convolution with reflect padding `kernel / 2` and optional bias.
+#[derive(Debug, Clone)]
+pub(crate) struct Conv {
+    /// `[c_out][c_in][kernel][kernel]`, as in the checkpoint.
+    pub(crate) weight: Vec<f32>,
+    /// `[c_out]`, or empty for none.
+    pub(crate) bias: Vec<f32>,
+    pub(crate) spec: ConvSpec,
+}
+
+/// What [`Conv::forward`] derives from the layer's [`ConvSpec`] and the [`InputView`], once per
+/// call.
+#[derive(Debug)]
+struct ConvGeometry<'a> {
+    spec: ConvSpec,
+    view: &'a InputView,
+    /// Output rows.
+    out_h: usize,
+    /// Output columns.
+    out_w: usize,
+    /// Real input row for each padded virtual row (`0 .. virtual_h + 2 * pad`): the reflect pad,
+    /// the upsample or the pad to a multiple, as one table.
+    row_map: Vec<usize>,
+    /// Real input column for each padded virtual column, likewise.
+    col_map: Vec<usize>,
+    /// Stride 2 without upsample: the input rows are split into even then odd columns first.
+    split_rows: bool,
+    /// Output rows per tile ([`ConvSpec::tile_rows`]); the last tile may have fewer.
+    tile_rows: usize,
+}
+
+impl<'a> ConvGeometry<'a> {
+    fn new(spec: ConvSpec, view: &'a InputView) -> Self {
+        let (virtual_h, virtual_w) = view.virtual_size();
+        let (out_h, out_w) = spec.output_size(view);
+        Self {
+            spec,
+            view,
+            out_h,
+            out_w,
+            row_map: view.padding_table(view.h, virtual_h, spec.pad()),
+            col_map: view.padding_table(view.w, virtual_w, spec.pad()),
+            split_rows: spec.stride == 2 && !view.upsample,
+            tile_rows: spec.tile_rows(out_h, out_w),
+        }
+    }
+
+    /// Values per output channel.
+    fn out_plane(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// Number of tiles.
+    fn tiles(&self) -> usize {
+        self.out_h.div_ceil(self.tile_rows)
+    }
+
+    /// Output rows of tile `index`.
+    fn tile(&self, index: usize) -> Range<usize> {
+        let start = index * self.tile_rows;
+        start..(start + self.tile_rows).min(self.out_h)
+    }
+
+    /// Virtual input rows that `out_rows` consecutive output rows read: the packed rows of a tile.
+    fn packed_rows(&self, out_rows: usize) -> usize {
+        (out_rows - 1) * self.spec.stride + self.spec.kernel
+    }
+
+    /// The gather of one packed row.
+    fn packer(&self) -> RowPacker<'_> {
+        RowPacker {
+            view: self.view,
+            col_map: &self.col_map,
+            pad: self.spec.pad(),
+            stride: self.spec.stride,
+            split: self.split_rows,
+            out_w: self.out_w,
+        }
+    }
+
+    /// Gather the virtual input rows that output rows `rows` read from `source` (the input
+    /// planes, split when [`Self::split_rows`]) into `packed`, as
+    /// `[ci * kernel + kx][packed row][out_w]` ([`ConvPass::tile`] draws it). Returns the number
+    /// of packed rows.
+    fn pack(&self, source: &[f32], rows: &Range<usize>, packed: &mut Vec<f32>) -> usize {
+        let ConvSpec {
+            c_in,
+            kernel,
+            stride,
+            ..
+        } = self.spec;
+        let (in_w, out_w) = (self.view.w, self.out_w);
+        let in_plane = self.view.h * in_w;
+        let packed_rows = self.packed_rows(rows.len());
+        let block_len = packed_rows * out_w;
+        let first_virtual_row = rows.start * stride;
+        grow(packed, self.spec.depth() * block_len);
+        let packer = self.packer();
+        for ci in 0..c_in {
+            let plane = &source[ci * in_plane..][..in_plane];
+            for kx in 0..kernel {
+                let block = &mut packed[(ci * kernel + kx) * block_len..][..block_len];
+                for (virtual_row, packed_row) in
+                    (first_virtual_row..).zip(block.chunks_exact_mut(out_w))
+                {
+                    let row = &plane[self.row_map[virtual_row] * in_w..][..in_w];
+                    packer.pack_row(packed_row, row, kx);
+                }
+            }
+        }
+        packed_rows
+    }
+}
+
+/// Raw output pointer shared by tiles that write disjoint rows.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: tiles write disjoint output ranges (distinct rows of every channel plane), and the
@@ -151,254 +320,381 @@ impl OutPtr {
 }
 
 impl Conv {
-    /// Output size for an input view.
-    pub(crate) fn output_size(&self, view: &InputView) -> (usize, usize) {
-        let (vh, vw) = view.virtual_size();
-        let pad = self.k / 2;
-        let o = |n: usize| (n + 2 * pad - self.k) / self.stride + 1;
-        (o(vh), o(vw))
-    }
-
-    /// Convolve `input` (`[c_in][h][w]` as `view` describes) into `out` (`[c_out][ho][wo]`,
-    /// resized here). Returns `(ho, wo)` and, per output channel, the f64 sum and sum of squares
-    /// (taken while each tile is in cache, for the instance norm that follows).
+    /// Convolve `input` (`[c_in][h][w]` as `view` describes) into `out` (`[c_out][out_h][out_w]`,
+    /// resized here). Returns `(out_h, out_w)` and, per output channel, the f64 sum and sum of
+    /// squares (taken while each tile is in cache, for the instance norm that follows).
     ///
-    /// Stride 1 packs each input row once per `(ci, kx)` and runs one gemm per `ky` over the
-    /// tile, reading the packed rows `ky` rows further down: `k` times less packing than a full
-    /// im2col. Other strides pack the full patch matrix of the tile, from a copy of the input
-    /// whose rows are split into even and odd columns so that every packed run is contiguous.
+    /// The output rows are cut into tiles that run in parallel; [`ConvPass::tile`] describes one.
     pub(crate) fn forward(
         &self,
         input: &[f32],
         view: &InputView,
         out: &mut Vec<f32>,
     ) -> ((usize, usize), Vec<(f64, f64)>) {
-        let (ho, wo) = self.output_size(view);
-        let (vh, vw) = view.virtual_size();
-        let pad = self.k / 2;
-        let rows = view.map(view.h, vh, pad);
-        let cols = view.map(view.w, vw, pad);
-        let plane = ho * wo;
-        // The first gemm of a tile overwrites its part of `out` (it does not read dst): skip
-        // the zero-fill when the buffer already has the size.
-        out.resize(self.c_out * plane, 0.0);
-        let k = self.k;
-        let ck = self.c_in * k;
+        let geometry = ConvGeometry::new(self.spec, view);
+        let out_size = (geometry.out_h, geometry.out_w);
+        // The first gemm of a tile overwrites its part of `out` (it does not read it): skip the
+        // zero-fill when the buffer already has the size.
+        out.resize(self.spec.c_out * geometry.out_plane(), 0.0);
+        let out = OutPtr(out.as_mut_ptr());
         with_scratch(|split| {
-            split.clear();
-            if self.stride == 2 && !view.upsample {
-                view.stride_split(input, self.c_in, split);
-            }
-            let s = self.stride;
-            // Split rows (even columns, then odd) for stride 2, so that packing copies runs.
-            let (source, halves) = if split.is_empty() {
-                (input, false)
+            let source = if geometry.split_rows {
+                view.stride_split(input, self.spec.c_in, split);
+                &split[..]
             } else {
-                (&split[..], true)
+                input
             };
-            // [ky][c_out][ci*k + kx]: the gemm's right-hand side for one ky.
-            let weight: Vec<f32> = (0..k)
-                .flat_map(|ky| {
-                    (0..self.c_out).flat_map(move |co| {
-                        (0..self.c_in).flat_map(move |ci| {
-                            (0..k).map(move |kx| ((co * self.c_in + ci) * k + ky) * k + kx)
-                        })
-                    })
-                })
-                .map(|i| self.weight[i])
-                .collect();
-            // Packed rows of a tile of T output rows: (T - 1) * s + k; aim for T several times the
-            // halo.
-            let tile_rows = ((TILE_BYTES / (ck * wo * 4)).saturating_sub(k) / s).clamp(1, ho);
-            let tiles = ho.div_ceil(tile_rows);
-            let dst = OutPtr(out.as_mut_ptr());
-            let ctx = PackContext {
-                view,
-                cols: &cols,
-                wo,
+            let pass = ConvPass {
+                weights: self.weights_by_kernel_row(),
+                bias: &self.bias,
+                source,
+                out,
+                geometry,
             };
-            let plane_in = view.h * view.w;
-            let partial: Vec<Vec<(f64, f64)>> = (0..tiles)
+            let per_tile: Vec<Vec<(f64, f64)>> = (0..pass.geometry.tiles())
                 .into_par_iter()
-                .map(|t| {
-                    with_scratch(|buf| {
-                        let r0 = t * tile_rows;
-                        let r1 = (r0 + tile_rows).min(ho);
-                        let n = (r1 - r0) * wo;
-                        // Virtual input rows r0*s .. r0*s + v, packed as [ci*k + kx][row][x].
-                        let v = (r1 - r0 - 1) * s + k;
-                        grow(buf, ck * v * wo);
-                        for ci in 0..self.c_in {
-                            let src = &source[ci * plane_in..][..plane_in];
-                            for kx in 0..k {
-                                let j = ci * k + kx;
-                                for dv in 0..v {
-                                    let row = &src[rows[r0 * s + dv] * view.w..][..view.w];
-                                    let d = &mut buf[(j * v + dv) * wo..][..wo];
-                                    ctx.pack_row(d, row, kx, s, halves.then_some(row));
-                                }
-                            }
-                        }
-                        // Stride 1: one gemm per ky over the whole tile (pixel stride 1 holds across
-                        // rows). Stride 2: one per output row and ky.
-                        let (chunk_rows, chunks) = if s == 1 { (r1 - r0, 1) } else { (1, r1 - r0) };
-                        for c in 0..chunks {
-                            for ky in 0..k {
-                                // SAFETY: `dst + (r0 + c)*wo` with channel stride `plane` addresses
-                                // `chunk_rows*wo` pixels of each of the `c_out` planes, inside this
-                                // tile's rows: inside `out` and disjoint from other tiles. The
-                                // left-hand side reads `chunk_rows*wo` pixels of `ck` packed rows
-                                // (stride `v*wo`) starting at packed row `c*s + ky`, inside `buf`
-                                // (`ck * v * wo`); the right-hand side is the `ck x c_out` block of
-                                // `weight` for this ky.
-                                unsafe {
-                                    gemm::gemm(
-                                        chunk_rows * wo,
-                                        self.c_out,
-                                        ck,
-                                        dst.get().add((r0 + c) * wo),
-                                        plane as isize,
-                                        1,
-                                        ky > 0,
-                                        buf.as_ptr().add((c * s + ky) * wo),
-                                        (v * wo) as isize,
-                                        1,
-                                        weight.as_ptr().add(ky * self.c_out * ck),
-                                        ck as isize,
-                                        1,
-                                        if ky > 0 { 1.0f32 } else { 0.0 },
-                                        1.0f32,
-                                        false,
-                                        false,
-                                        false,
-                                        gemm::Parallelism::None,
-                                    );
-                                }
-                            }
-                        }
-                        // Bias and statistics while the tile is hot.
-                        (0..self.c_out)
-                            .map(|c| {
-                                // SAFETY: the same disjoint range the gemm wrote.
-                                let row = unsafe {
-                                    std::slice::from_raw_parts_mut(
-                                        dst.get().add(c * plane + r0 * wo),
-                                        n,
-                                    )
-                                };
-                                if let Some(&b) = self.bias.get(c) {
-                                    row.iter_mut().for_each(|v| *v += b);
-                                }
-                                row_stats(row)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
+                .map(|index| with_scratch(|packed| pass.tile(pass.geometry.tile(index), packed)))
                 .collect();
-            let mut stats = vec![(0.0, 0.0); self.c_out];
-            for tile in partial {
-                for (acc, (s, q)) in stats.iter_mut().zip(tile) {
-                    acc.0 += s;
-                    acc.1 += q;
-                }
-            }
-            ((ho, wo), stats)
+            (out_size, sum_per_channel(self.spec.c_out, per_tile))
         })
     }
-}
 
-/// Grow a scratch buffer without zero-filling what is already there (packing writes it all).
-fn grow(buf: &mut Vec<f32>, len: usize) {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
+    /// The weight regrouped as the gemm's right-hand sides, `[ky][c_out][ci * kernel + kx]`: for
+    /// each kernel row a `depth x c_out` matrix (from the checkpoint's `[c_out][ci][ky][kx]`).
+    fn weights_by_kernel_row(&self) -> Vec<f32> {
+        let ConvSpec {
+            c_in,
+            c_out,
+            kernel,
+            ..
+        } = self.spec;
+        let mut regrouped = Vec::with_capacity(self.weight.len());
+        for ky in 0..kernel {
+            // `co * c_in + ci` in order: the checkpoint's `kernel x kernel` filters in order.
+            for filter in 0..c_out * c_in {
+                regrouped
+                    .extend_from_slice(&self.weight[(filter * kernel + ky) * kernel..][..kernel]);
+            }
+        }
+        regrouped
     }
 }
 
-/// What packing one row needs.
-struct PackContext<'a> {
-    view: &'a InputView,
-    cols: &'a [usize],
-    wo: usize,
+/// Per-channel sums of the tiles' `(sum, sum of squares)`.
+fn sum_per_channel(channels: usize, per_tile: Vec<Vec<(f64, f64)>>) -> Vec<(f64, f64)> {
+    let mut stats = vec![(0.0, 0.0); channels];
+    for tile in per_tile {
+        for (total, (sum, squares)) in stats.iter_mut().zip(tile) {
+            total.0 += sum;
+            total.1 += squares;
+        }
+    }
+    stats
 }
 
-impl PackContext<'_> {
-    /// Fill `d` (`wo` values) with the input columns that kernel column `kx` reads, from real
-    /// row `row` (`w` values; for stride 2, the row split into even then odd columns).
-    fn pack_row(&self, d: &mut [f32], row: &[f32], kx: usize, s: usize, split: Option<&[f32]>) {
-        let (view, cols, wo) = (self.view, self.cols, self.wo);
-        let pad = (cols.len() - view.virtual_size().1) / 2;
-        let w = view.w;
-        let colmap = |x: usize| cols[x * s + kx];
-        // Inside `lo..hi` the columns follow a simple rule (contiguous, every other, or each
-        // twice) and are copied without the table; only the few edge columns use it.
-        let (lo, hi) = if view.upsample {
-            (
-                pad.saturating_sub(kx),
-                (2 * w + pad).saturating_sub(kx).min(wo),
-            )
+/// One [`Conv::forward`] call, as its tiles share it.
+struct ConvPass<'a> {
+    geometry: ConvGeometry<'a>,
+    /// [`Conv::weights_by_kernel_row`].
+    weights: Vec<f32>,
+    /// `[c_out]`, or empty for none.
+    bias: &'a [f32],
+    /// The input planes `[c_in][h][w]`, each row split into even then odd columns when
+    /// `geometry.split_rows`.
+    source: &'a [f32],
+    /// The output `[c_out][out_h][out_w]`: each tile writes its own rows of every plane.
+    out: OutPtr,
+}
+
+impl ConvPass<'_> {
+    /// Output rows `rows` of every output channel, with `packed` as scratch: gather the input
+    /// they read, multiply it with the weights, then add the bias and take each channel's sum and
+    /// sum of squares while the tile is in cache (returned per output channel).
+    ///
+    /// # Packing: one gemm per kernel row, the pixels as `M`
+    ///
+    /// `T` output rows read `V = (T - 1) * stride + kernel` virtual input rows (virtual: after the
+    /// upsample or the pad to a multiple, and the conv's reflect pad). Each of them is gathered
+    /// once per `(ci, kx)` into a packed row of `out_w` values: value `x` is the input column that
+    /// kernel column `kx` reads for output column `x`. The padding tables give the real row and
+    /// column of each virtual one, so padding and upsampling cost no more than the gather:
+    ///
+    /// ```text
+    ///   packed: depth = c_in * kernel blocks of V rows x out_w values
+    ///
+    ///                     x = 0 1 2 ... out_w-1
+    ///   block 0          [ virtual row 0     ]  plane ci, row row_map[first * stride + dv],
+    ///   (ci 0, kx 0)     [ virtual row 1     ]  columns col_map[x * stride + kx]
+    ///                    [ ...               ]
+    ///                    [ virtual row V-1   ]
+    ///   block 1          [ ...               ]  (ci 0, kx 1)
+    ///   ...
+    ///   block depth-1    [ ...               ]  (ci c_in-1, kx kernel-1)
+    /// ```
+    ///
+    /// Output row `r` of the tile, kernel row `ky`, reads packed row `r * stride + ky` of every
+    /// block, so each kernel row is one matrix product over the whole tile:
+    ///
+    /// ```text
+    ///   out[pixels x c_out]  (+)=  packed[pixels x depth]  x  weights[ky][depth x c_out]
+    ///        M x N                   M x K: column j is block j from row ky on
+    /// ```
+    ///
+    /// With stride 1, output row `r + 1` starts `out_w` values after row `r` in every block, so
+    /// the pixels of the whole tile are evenly spaced and one gemm per `ky` covers it
+    /// (`M = T * out_w`: `kernel` gemms, `kernel` times less packing than a full im2col). With
+    /// stride 2 the next output row starts two packed rows further: one gemm per output row and
+    /// `ky` (`M = out_w`). The first kernel row overwrites the output, the others add to it.
+    ///
+    /// # Stride 2: even/odd split rows
+    ///
+    /// Output column `x` reads virtual column `2x + kx - pad`: every other column. The input rows
+    /// are first split into their even columns followed by their odd ones
+    /// ([`InputView::stride_split`]), so that inside the row (away from the padded edges) a packed
+    /// row is one contiguous copy from the half that `kx - pad` picks:
+    ///
+    /// ```text
+    ///   input row   a0 a1 a2 a3 a4 a5 a6
+    ///   split row   a0 a2 a4 a6 | a1 a3 a5
+    ///               even half     odd half
+    /// ```
+    fn tile(&self, rows: Range<usize>, packed: &mut Vec<f32>) -> Vec<(f64, f64)> {
+        let packed_rows = self.geometry.pack(self.source, &rows, packed);
+        self.multiply(&rows, packed, packed_rows);
+        self.bias_and_stats(&rows)
+    }
+
+    /// The gemms of a tile (see [`Self::tile`]): `out (+)= packed x weights[ky]` for each `ky`.
+    fn multiply(&self, rows: &Range<usize>, packed: &[f32], packed_rows: usize) {
+        let ConvSpec {
+            c_out,
+            kernel,
+            stride,
+            ..
+        } = self.geometry.spec;
+        let (out_w, depth) = (self.geometry.out_w, self.geometry.spec.depth());
+        let packed = &packed[..depth * packed_rows * out_w];
+        let weights_per_row = depth * c_out;
+        // Stride 1: one gemm per ky over the whole tile; stride 2: one per output row and ky.
+        let (rows_per_gemm, gemms) = if stride == 1 {
+            (rows.len(), 1)
         } else {
-            (
-                pad.saturating_sub(kx).div_ceil(s),
-                (w + pad).saturating_sub(kx).div_ceil(s).min(wo),
-            )
+            (1, rows.len())
         };
-        let hi = hi.max(lo);
-        let edge = |x: usize| -> f32 {
-            let c = colmap(x);
-            match split {
-                // even column c is at c/2, odd at ceil(w/2) + c/2
-                Some(sp) if s == 2 => {
-                    sp[if c % 2 == 0 {
-                        c / 2
-                    } else {
-                        w.div_ceil(2) + c / 2
-                    }]
-                }
-                _ => row[c],
+        for gemm_index in 0..gemms {
+            let first_row = gemm_index * rows_per_gemm;
+            for ky in 0..kernel {
+                let product = PatchGemm {
+                    pixels: rows_per_gemm * out_w,
+                    channels: c_out,
+                    depth,
+                    out: self.out,
+                    first_pixel: (rows.start + first_row) * out_w,
+                    out_stride: self.geometry.out_plane(),
+                    accumulate: ky > 0,
+                    patches: &packed[(first_row * stride + ky) * out_w..],
+                    patch_stride: packed_rows * out_w,
+                    weights: &self.weights[ky * weights_per_row..][..weights_per_row],
+                };
+                // SAFETY: the product writes `rows_per_gemm * out_w` pixels from output row
+                // `rows.start + first_row` on, in each of the `c_out` planes: inside `out`
+                // (`c_out * out_plane` values, resized by `forward`), inside this tile's rows, so
+                // no other tile touches them.
+                unsafe { product.run() };
             }
-        };
-        for x in (0..lo).chain(hi..wo) {
-            d[x] = edge(x);
         }
-        if hi == lo {
+    }
+
+    /// Add the bias to the tile's rows of every output plane and return each plane's
+    /// `(sum, sum of squares)` over them.
+    fn bias_and_stats(&self, rows: &Range<usize>) -> Vec<(f64, f64)> {
+        let (plane, out_w) = (self.geometry.out_plane(), self.geometry.out_w);
+        (0..self.geometry.spec.c_out)
+            .map(|channel| {
+                // SAFETY: this tile's rows of plane `channel`: inside `out`, the same range the
+                // gemms of this tile wrote, and no other tile's.
+                let values = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        self.out.get().add(channel * plane + rows.start * out_w),
+                        rows.len() * out_w,
+                    )
+                };
+                if let Some(&bias) = self.bias.get(channel) {
+                    values.iter_mut().for_each(|v| *v += bias);
+                }
+                row_stats(values)
+            })
+            .collect()
+    }
+}
+
+/// One call of [`gemm::gemm`] with its arguments named: `out (+)= patches x weights`, an
+/// `M x K` by `K x N` product with M = `pixels`, N = `channels`, K = `depth`. In all three
+/// matrices a row is one step (a pixel, or a `(ci, kx)` for the weights) and a column is a plane
+/// or block `*_stride` values long.
+struct PatchGemm<'a> {
+    /// M: output pixels, consecutive in every output plane.
+    pixels: usize,
+    /// N: output channels.
+    channels: usize,
+    /// K: packed rows per pixel, one per `(ci, kx)`.
+    depth: usize,
+    /// The output buffer; this product writes `pixels` values from `first_pixel` on in each of
+    /// `channels` planes `out_stride` apart.
+    out: OutPtr,
+    first_pixel: usize,
+    out_stride: usize,
+    /// Add to what `out` holds (for every kernel row after the first) instead of overwriting it.
+    accumulate: bool,
+    /// The left-hand side: `depth` packed blocks `patch_stride` apart, `pixels` values read from
+    /// the start of each.
+    patches: &'a [f32],
+    patch_stride: usize,
+    /// The right-hand side: `channels` columns of `depth` values each.
+    weights: &'a [f32],
+}
+
+impl PatchGemm<'_> {
+    /// Run the product.
+    ///
+    /// # Safety
+    ///
+    /// `out + first_pixel` must be valid for writes of `pixels` values in each of `channels`
+    /// planes `out_stride` apart, and nothing else may access those values during the call.
+    unsafe fn run(&self) {
+        // The slices cover everything gemm reads from them.
+        assert!(
+            self.depth > 0
+                && self.patches.len() >= (self.depth - 1) * self.patch_stride + self.pixels
+        );
+        assert!(self.weights.len() >= self.depth * self.channels);
+        // SAFETY: `out` as the caller promises; the left- and right-hand sides read inside the
+        // slices, as asserted above.
+        unsafe {
+            gemm::gemm(
+                self.pixels,
+                self.channels,
+                self.depth,
+                self.out.get().add(self.first_pixel),
+                self.out_stride as isize, // dst column stride: one plane per channel
+                1,                        // dst row stride: the pixels are consecutive
+                self.accumulate,          // read dst
+                self.patches.as_ptr(),
+                self.patch_stride as isize, // lhs column stride: one packed block per (ci, kx)
+                1,                          // lhs row stride
+                self.weights.as_ptr(),
+                self.depth as isize, // rhs column stride: one `depth` run per output channel
+                1,                   // rhs row stride
+                if self.accumulate { 1.0 } else { 0.0 }, // alpha: factor of dst
+                1.0,                 // beta: factor of lhs x rhs
+                false,               // no conjugation (real numbers)
+                false,
+                false,
+                gemm::Parallelism::None, // the tiles are the parallelism
+            );
+        }
+    }
+}
+
+/// The gather of packed rows: for one input row and one kernel column `kx`, the `out_w` values
+/// that kernel column reads for each output column, through the padding table.
+struct RowPacker<'a> {
+    view: &'a InputView,
+    /// Real input column for each padded virtual column ([`ConvGeometry::col_map`]).
+    col_map: &'a [usize],
+    /// The conv's reflect pad.
+    pad: usize,
+    stride: usize,
+    /// Rows come split into even then odd columns ([`InputView::stride_split`]; stride 2).
+    split: bool,
+    out_w: usize,
+}
+
+impl RowPacker<'_> {
+    /// Fill `packed` (`out_w` values) with `row[col_map[x * stride + kx]]` for each output
+    /// column `x`; `row` is a real input row (`w` values), split when [`Self::split`].
+    ///
+    /// Inside [`Self::direct_span`] the columns follow a simple rule (contiguous, every other
+    /// one, or each twice) and are copied without the table; only the few edge columns use it.
+    fn pack_row(&self, packed: &mut [f32], row: &[f32], kx: usize) {
+        let direct = self.direct_span(kx);
+        for x in (0..direct.start).chain(direct.end..self.out_w) {
+            packed[x] = self.read(row, self.column(x, kx));
+        }
+        if direct.is_empty() {
             return;
         }
-        let mid = &mut d[lo..hi];
-        let first = colmap(lo);
-        if view.upsample {
-            // real = (x + kx - pad) / 2: each source value twice
-            let odd = (lo + kx - pad) % 2 == 1;
-            let (head, rest) = if odd {
-                mid[0] = row[first];
-                (1, &mut mid[1..])
+        let first = self.column(direct.start, kx);
+        let last = self.column(direct.end - 1, kx);
+        let span = &mut packed[direct.clone()];
+        if self.view.upsample {
+            // Output column x reads real column (x + kx - pad) / 2: each value twice, the first
+            // once when the span starts on its second copy.
+            let starts_on_second_copy = (direct.start + kx - self.pad) % 2 == 1;
+            let (singles, rest) = if starts_on_second_copy {
+                span[0] = row[first];
+                (1, &mut span[1..])
             } else {
-                (0, &mut mid[..])
+                (0, &mut span[..])
             };
             let mut pairs = rest.chunks_exact_mut(2);
-            for (pair, &v) in (&mut pairs).zip(&row[first + head..]) {
-                pair[0] = v;
-                pair[1] = v;
+            for (pair, &value) in (&mut pairs).zip(&row[first + singles..]) {
+                pair[0] = value;
+                pair[1] = value;
             }
-            if let Some(t) = pairs.into_remainder().first_mut() {
-                *t = row[colmap(hi - 1)];
+            if let Some(tail) = pairs.into_remainder().first_mut() {
+                *tail = row[last];
             }
-        } else if s == 1 {
-            mid.copy_from_slice(&row[first..first + mid.len()]);
-        } else if let Some(sp) = split.filter(|_| s == 2) {
-            let start = if first % 2 == 0 {
-                first / 2
-            } else {
-                w.div_ceil(2) + first / 2
-            };
-            mid.copy_from_slice(&sp[start..start + mid.len()]);
+        } else if self.stride == 1 {
+            span.copy_from_slice(&row[first..first + span.len()]);
+        } else if self.split {
+            let start = split_index(first, self.view.w);
+            span.copy_from_slice(&row[start..start + span.len()]);
         } else {
-            for (v, &x) in mid.iter_mut().zip(row[first..].iter().step_by(s)) {
-                *v = x;
+            for (value, &source) in span
+                .iter_mut()
+                .zip(row[first..].iter().step_by(self.stride))
+            {
+                *value = source;
             }
         }
     }
-}
 
+    /// The output columns whose input column is inside the real row (no padding): the real
+    /// column is `x * stride + kx - pad`, or `(x + kx - pad) / 2` after an upsample.
+    fn direct_span(&self, kx: usize) -> Range<usize> {
+        let (pad, stride, w) = (self.pad, self.stride, self.view.w);
+        let (start, end) = if self.view.upsample {
+            (
+                pad.saturating_sub(kx),
+                (2 * w + pad).saturating_sub(kx).min(self.out_w),
+            )
+        } else {
+            (
+                pad.saturating_sub(kx).div_ceil(stride),
+                (w + pad)
+                    .saturating_sub(kx)
+                    .div_ceil(stride)
+                    .min(self.out_w),
+            )
+        };
+        start..end.max(start)
+    }
+
+    /// The real column that kernel column `kx` reads for output column `x`.
+    fn column(&self, x: usize, kx: usize) -> usize {
+        self.col_map[x * self.stride + kx]
+    }
+
+    /// Real column `column` of `row`, wherever the split put it.
+    fn read(&self, row: &[f32], column: usize) -> f32 {
+        if self.split {
+            row[split_index(column, self.view.w)]
+        } else {
+            row[column]
+        }
+    }
+}
 /// f64 sum and sum of squares of a row, accumulated in f32 blocks for speed and folded into f64
 /// often enough that rounding stays far below the norm's needs.
 fn row_stats(row: &[f32]) -> (f64, f64) {
@@ -487,25 +783,18 @@ pub(crate) struct ConvLayer {
 }
 
 impl ConvLayer {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         weight: Vec<f32>,
         gamma: Vec<f32>,
         beta: Vec<f32>,
-        c_in: usize,
-        c_out: usize,
-        k: usize,
-        stride: usize,
+        spec: ConvSpec,
         upsample: bool,
     ) -> Self {
         Self {
             conv: Conv {
                 weight,
                 bias: Vec::new(),
-                c_in,
-                c_out,
-                k,
-                stride,
+                spec,
             },
             gamma,
             beta,
@@ -670,46 +959,67 @@ mod tests {
         }
     }
 
+    /// The layer shapes the packing tests run through: `(kernel, stride, upsample, multiple)`.
+    const PACKINGS: [(usize, usize, bool, usize); 5] = [
+        (3, 1, false, 1),
+        (9, 1, false, 4),
+        (3, 2, false, 1),
+        (3, 2, false, 4),
+        (3, 1, true, 1),
+    ];
+
+    fn spec(c_in: usize, c_out: usize, kernel: usize, stride: usize) -> ConvSpec {
+        ConvSpec {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+        }
+    }
+
+    fn view(h: usize, w: usize, upsample: bool, multiple: usize) -> InputView {
+        InputView {
+            h,
+            w,
+            upsample,
+            multiple,
+        }
+    }
+
+    /// Distinct values, so that a value read from the wrong place shows.
+    fn ramp(len: usize) -> Vec<f32> {
+        (0..len).map(|i| 10.0 + i as f32).collect()
+    }
+
     /// `pack_row` against the definition: value `x` of the packed row is the input column that
     /// kernel column `kx` reads for output column `x`, through the padding table.
     #[test]
     fn pack_row_reads_the_columns_the_padding_table_names() {
         for w in [5, 6, 9, 12] {
-            for (k, stride, upsample, multiple) in [
-                (3, 1, false, 1),
-                (9, 1, false, 4),
-                (3, 2, false, 1),
-                (3, 2, false, 4),
-                (3, 1, true, 1),
-            ] {
-                let view = InputView {
-                    h: 1,
-                    w,
-                    upsample,
-                    multiple,
-                };
-                let pad = k / 2;
-                let (_, vw) = view.virtual_size();
-                let cols = view.map(w, vw, pad);
-                let wo = (vw + 2 * pad - k) / stride + 1;
-                let row: Vec<f32> = (0..w).map(|i| 10.0 + i as f32).collect();
+            for (k, stride, upsample, multiple) in PACKINGS {
+                let view = view(1, w, upsample, multiple);
+                let geometry = ConvGeometry::new(spec(1, 1, k, stride), &view);
+                let cols = &geometry.col_map;
+                let wo = geometry.out_w;
+                let row = ramp(w);
                 let mut halves = Vec::new();
-                if stride == 2 {
-                    view.stride_split(&row, 1, &mut halves);
-                }
-                let ctx = PackContext {
-                    view: &view,
-                    cols: &cols,
-                    wo,
+                view.stride_split(&row, 1, &mut halves);
+                let plain = RowPacker {
+                    split: false,
+                    ..geometry.packer()
+                };
+                let split = RowPacker {
+                    split: true,
+                    ..geometry.packer()
                 };
                 for kx in 0..k {
                     let want: Vec<f32> = (0..wo).map(|x| row[cols[x * stride + kx]]).collect();
                     let mut got = vec![f32::NAN; wo];
-                    ctx.pack_row(&mut got, &row, kx, stride, None);
+                    plain.pack_row(&mut got, &row, kx);
                     assert_eq!(got, want, "w {w} k {k} s {stride} up {upsample} kx {kx}");
                     if stride == 2 {
                         let mut got = vec![f32::NAN; wo];
-                        ctx.pack_row(&mut got, &row, kx, stride, Some(&halves));
+                        split.pack_row(&mut got, &halves, kx);
                         assert_eq!(got, want, "split rows: w {w} k {k} kx {kx}");
                     }
                 }

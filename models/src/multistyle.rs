@@ -101,10 +101,12 @@ impl ConvNorm {
                     .ctx("copying a conv weight")?,
                 gamma.to_vec1().ctx("copying gamma")?,
                 beta.to_vec1().ctx("copying beta")?,
-                c_in,
-                c_out,
-                kernel,
-                stride,
+                kernel::ConvSpec {
+                    c_in,
+                    c_out,
+                    kernel,
+                    stride,
+                },
                 upsample,
             ))
         } else {

@@ -34,7 +34,7 @@ impl HostLayer {
         upsample: bool,
         activation: Activation,
     ) -> candle_core::Result<Self> {
-        let (c_out, c_in, k, _) = weight.dims4()?;
+        let (c_out, c_in, kernel, _) = weight.dims4()?;
         let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         let norm = match norm {
             Some((gamma, beta)) => Some((host(gamma)?, host(beta)?)),
@@ -44,10 +44,12 @@ impl HostLayer {
             conv: kernel::Conv {
                 weight: host(weight)?,
                 bias: host(bias)?,
-                c_in,
-                c_out,
-                k,
-                stride,
+                spec: kernel::ConvSpec {
+                    c_in,
+                    c_out,
+                    kernel,
+                    stride,
+                },
             },
             norm,
             upsample,
