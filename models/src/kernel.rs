@@ -991,6 +991,141 @@ mod tests {
         (0..len).map(|i| 10.0 + i as f32).collect()
     }
 
+    #[test]
+    fn padding_table_reflects_then_pads_or_upsamples() {
+        // 5 real columns, reflect pad 1.
+        assert_eq!(
+            view(1, 5, false, 1).padding_table(5, 5, 1),
+            [1, 0, 1, 2, 3, 4, 3]
+        );
+        // Padded to 8 first (5 6 7 reflect to 3 2 1), then the reflect pad of 1.
+        assert_eq!(
+            view(1, 5, false, 4).padding_table(5, 8, 1),
+            [1, 0, 1, 2, 3, 4, 3, 2, 1, 2]
+        );
+        // Upsampled to 6 (each column twice), then the reflect pad of 1.
+        assert_eq!(
+            view(1, 3, true, 1).padding_table(3, 6, 1),
+            [0, 0, 0, 1, 1, 2, 2, 2]
+        );
+    }
+
+    #[test]
+    fn split_index_finds_each_column_in_the_split_row() {
+        for w in [1, 2, 5, 6] {
+            let row = ramp(w);
+            let mut split = Vec::new();
+            view(1, w, false, 1).stride_split(&row, 1, &mut split);
+            for (column, &value) in row.iter().enumerate() {
+                assert_eq!(
+                    split[split_index(column, w)],
+                    value,
+                    "w {w} column {column}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn output_size_follows_the_conv_arithmetic() {
+        // Reflect pad k/2 keeps the size at stride 1 and halves it (rounding up) at stride 2.
+        assert_eq!(
+            spec(3, 8, 9, 1).output_size(&view(7, 10, false, 1)),
+            (7, 10)
+        );
+        assert_eq!(spec(3, 8, 3, 2).output_size(&view(7, 10, false, 1)), (4, 5));
+        // The pad to a multiple of 4 and the upsample come first.
+        assert_eq!(
+            spec(3, 8, 9, 1).output_size(&view(7, 10, false, 4)),
+            (8, 12)
+        );
+        assert_eq!(
+            spec(3, 8, 3, 1).output_size(&view(7, 10, true, 1)),
+            (14, 20)
+        );
+    }
+
+    #[test]
+    fn tiles_cover_the_output_rows_within_the_budget() {
+        for (conv, out_h, out_w) in [
+            (spec(3, 32, 9, 1), 360, 640),
+            (spec(32, 32, 3, 2), 180, 320),
+            (spec(32, 32, 3, 1), 90, 160),
+            (spec(64, 8, 9, 1), 7, 4000),
+            (spec(3, 3, 3, 1), 2, 2),
+        ] {
+            let view = InputView::plain(out_h * conv.stride, out_w * conv.stride);
+            let geometry = ConvGeometry::new(conv, &view);
+            assert_eq!((geometry.out_h, geometry.out_w), (out_h, out_w));
+            let rows: Vec<Range<usize>> = (0..geometry.tiles()).map(|t| geometry.tile(t)).collect();
+            // In order, without gaps or overlaps, from the first output row to the last.
+            assert_eq!(rows.first().map(|r| r.start), Some(0));
+            assert_eq!(rows.last().map(|r| r.end), Some(out_h));
+            assert!(rows.windows(2).all(|pair| pair[0].end == pair[1].start));
+            assert!(rows.iter().all(|r| !r.is_empty()));
+            // A tile of several rows keeps its packed rows within the budget.
+            let packed_bytes = |r: &Range<usize>| {
+                geometry.packed_rows(r.len()) * conv.depth() * out_w * size_of::<f32>()
+            };
+            for r in &rows {
+                assert!(
+                    r.len() == 1 || packed_bytes(r) <= TILE_BYTES,
+                    "{conv:?} {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weights_by_kernel_row_regroup_the_checkpoint_layout() {
+        let conv = Conv {
+            weight: ramp(4 * 3 * 5 * 5),
+            bias: Vec::new(),
+            spec: spec(3, 4, 5, 1),
+        };
+        let regrouped = conv.weights_by_kernel_row();
+        assert_eq!(regrouped.len(), conv.weight.len());
+        let (depth, c_out) = (conv.spec.depth(), conv.spec.c_out);
+        for ky in 0..5 {
+            for co in 0..c_out {
+                for ci in 0..3 {
+                    for kx in 0..5 {
+                        assert_eq!(
+                            regrouped[(ky * c_out + co) * depth + ci * 5 + kx],
+                            conv.weight[((co * 3 + ci) * 5 + ky) * 5 + kx]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn direct_span_needs_no_padding_table() {
+        for w in [5, 6, 9, 12] {
+            for (kernel, stride, upsample, multiple) in PACKINGS {
+                let view = view(1, w, upsample, multiple);
+                let geometry = ConvGeometry::new(spec(1, 1, kernel, stride), &view);
+                let packer = geometry.packer();
+                let pad = kernel / 2;
+                for kx in 0..kernel {
+                    let span = packer.direct_span(kx);
+                    assert!(span.end <= geometry.out_w);
+                    for x in span {
+                        let virtual_column = x * stride + kx - pad;
+                        let real = if upsample {
+                            virtual_column / 2
+                        } else {
+                            virtual_column
+                        };
+                        assert!(real < w, "w {w} k {kernel} s {stride} kx {kx} x {x}");
+                        assert_eq!(packer.column(x, kx), real);
+                    }
+                }
+            }
+        }
+    }
+
     /// `pack_row` against the definition: value `x` of the packed row is the input column that
     /// kernel column `kx` reads for output column `x`, through the padding table.
     #[test]
@@ -1025,5 +1160,149 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `pack` against the definition: packed row `dv` of block `(ci, kx)` holds, at `x`, plane
+    /// `ci` of the input at the tile's virtual row `dv` and the column kernel column `kx` reads.
+    #[test]
+    fn pack_lays_out_blocks_of_virtual_rows() {
+        let (c_in, h, w) = (2, 6, 7);
+        let input = ramp(c_in * h * w);
+        for (kernel, stride, upsample, multiple) in PACKINGS {
+            let view = view(h, w, upsample, multiple);
+            let geometry = ConvGeometry::new(spec(c_in, 1, kernel, stride), &view);
+            let mut source = Vec::new();
+            if geometry.split_rows {
+                view.stride_split(&input, c_in, &mut source);
+            } else {
+                source.clone_from(&input);
+            }
+            let out_w = geometry.out_w;
+            for rows in [0..1, 1..3, 0..geometry.out_h] {
+                let mut packed = vec![f32::NAN; 3];
+                let packed_rows = geometry.pack(&source, &rows, &mut packed);
+                assert_eq!(packed_rows, (rows.len() - 1) * stride + kernel);
+                for ci in 0..c_in {
+                    for kx in 0..kernel {
+                        for dv in 0..packed_rows {
+                            let y = geometry.row_map[rows.start * stride + dv];
+                            for x in 0..out_w {
+                                let want =
+                                    input[(ci * h + y) * w + geometry.col_map[x * stride + kx]];
+                                let got =
+                                    packed[((ci * kernel + kx) * packed_rows + dv) * out_w + x];
+                                assert_eq!(
+                                    got, want,
+                                    "k {kernel} s {stride} up {upsample} ci {ci} kx {kx} dv {dv} x {x}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The convolution by its definition, one output value at a time, without padding tables:
+    /// the virtual input (upsampled, or reflect-padded to the multiple), reflect-padded by
+    /// `kernel / 2`, convolved.
+    fn direct_conv(conv: &Conv, input: &[f32], view: &InputView) -> Vec<f32> {
+        let ConvSpec {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+        } = conv.spec;
+        let (virtual_h, virtual_w) = view.virtual_size();
+        let (out_h, out_w) = conv.spec.output_size(view);
+        let real = |v: usize, n: usize| {
+            if view.upsample {
+                v / 2
+            } else {
+                reflect(v as isize, n)
+            }
+        };
+        let mut out = Vec::with_capacity(c_out * out_h * out_w);
+        for co in 0..c_out {
+            for y in 0..out_h {
+                for x in 0..out_w {
+                    let mut sum = f64::from(conv.bias.get(co).copied().unwrap_or(0.0));
+                    for ci in 0..c_in {
+                        for ky in 0..kernel {
+                            for kx in 0..kernel {
+                                let pad = (kernel / 2) as isize;
+                                let vy = reflect((y * stride + ky) as isize - pad, virtual_h);
+                                let vx = reflect((x * stride + kx) as isize - pad, virtual_w);
+                                let value = input
+                                    [(ci * view.h + real(vy, view.h)) * view.w + real(vx, view.w)];
+                                let weight =
+                                    conv.weight[((co * c_in + ci) * kernel + ky) * kernel + kx];
+                                sum += f64::from(value) * f64::from(weight);
+                            }
+                        }
+                    }
+                    out.push(sum as f32);
+                }
+            }
+        }
+        out
+    }
+
+    /// The whole forward pass (packing, gemm per kernel row, bias, statistics) against
+    /// [`direct_conv`], on layer shapes of both networks; the last two have several tiles.
+    #[test]
+    fn forward_matches_the_direct_convolution() {
+        for (conv_spec, view, bias) in [
+            (spec(3, 4, 9, 1), view(7, 9, false, 4), false),
+            (spec(3, 5, 3, 2), view(7, 9, false, 1), true),
+            (spec(4, 3, 3, 2), view(6, 10, false, 4), false),
+            (spec(2, 3, 3, 1), view(4, 5, true, 1), true),
+            (spec(32, 5, 3, 1), view(10, 200, false, 1), true),
+            (spec(32, 5, 3, 2), view(10, 400, false, 1), false),
+        ] {
+            let conv = Conv {
+                weight: (0..conv_spec.c_out * conv_spec.depth() * conv_spec.kernel)
+                    .map(|i| ((i * 29 % 53) as f32 - 26.0) / 100.0)
+                    .collect(),
+                bias: if bias {
+                    (0..conv_spec.c_out).map(|c| c as f32 - 1.5).collect()
+                } else {
+                    Vec::new()
+                },
+                spec: conv_spec,
+            };
+            let input: Vec<f32> = (0..conv_spec.c_in * view.h * view.w)
+                .map(|i| ((i * 17 % 31) as f32 - 15.0) / 8.0)
+                .collect();
+            let geometry = ConvGeometry::new(conv_spec, &view);
+            let want = direct_conv(&conv, &input, &view);
+            let mut out = vec![f32::NAN; 5];
+            let ((out_h, out_w), stats) = conv.forward(&input, &view, &mut out);
+            assert_eq!((out_h, out_w), (geometry.out_h, geometry.out_w));
+            assert_eq!(out.len(), want.len());
+            for (i, (got, want)) in out.iter().zip(&want).enumerate() {
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{conv_spec:?} {view:?} value {i}: {got} vs {want}"
+                );
+            }
+            // The statistics are those of the output planes.
+            for (plane, &(sum, squares)) in out.chunks_exact(out_h * out_w).zip(&stats) {
+                let want_sum: f64 = plane.iter().map(|&v| f64::from(v)).sum();
+                let want_squares: f64 = plane.iter().map(|&v| f64::from(v).powi(2)).sum();
+                assert!((sum - want_sum).abs() <= 1e-3 * (1.0 + want_sum.abs()));
+                assert!((squares - want_squares).abs() <= 1e-4 * (1.0 + want_squares));
+            }
+            assert_eq!(stats.len(), conv_spec.c_out);
+        }
+    }
+
+    #[test]
+    fn sum_per_channel_adds_the_tiles() {
+        let per_tile = vec![
+            vec![(1.0, 2.0), (3.0, 4.0)],
+            vec![(10.0, 20.0), (30.0, 40.0)],
+        ];
+        assert_eq!(sum_per_channel(2, per_tile), [(11.0, 22.0), (33.0, 44.0)]);
     }
 }
