@@ -16,8 +16,9 @@
 //!   entry point the golden tests use.
 //! - [`arbitrary`]: the arbitrary-style pair ([`arbitrary::StylePredictor`],
 //!   [`arbitrary::Transform`]) and [`arbitrary::ArbitraryStyle`], which serves [`StyleSpec::Image`].
-//! - `kernel`: the fused CPU kernels (tiled im2col + gemm conv with the reflect pad folded in,
-//!   one-pass instance norm fused with activation and residual add).
+//! - `kernel`: the fused CPU kernels: `kernel::conv` (a conv layer's spec and its tiled,
+//!   row-packed gemm forward pass with the reflect pad folded into the gather), and one-pass
+//!   instance norm fused with activation and residual add.
 //! - [`stylize`]: [`Stylizer`] (frames in, frames out, on a [`device`]) and [`contact_sheet`].
 //! - [`error`]: the crate's error, [`ModelError`].
 //!
