@@ -26,7 +26,7 @@ pub(crate) fn reflect(i: isize, n: usize) -> usize {
 /// Where column `column` of a `width`-wide row lands once the row is split into its even columns
 /// followed by its odd ones ([`InputView::stride_split`]).
 fn split_index(column: usize, width: usize) -> usize {
-    if column % 2 == 0 {
+    if column.is_multiple_of(2) {
         column / 2
     } else {
         width.div_ceil(2) + column / 2
