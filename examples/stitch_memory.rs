@@ -117,6 +117,8 @@ async fn prepare(data: &Path, source: &Path, batch_frames: u64) -> anyhow::Resul
             timings: Default::default(),
             worker: "stitch_memory".into(),
             at: now_secs(),
+            started_at: None,
+            attempt: None,
         };
         ctx.store
             .put_json_create(&paths::done(&job, batch.index), &marker)

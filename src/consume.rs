@@ -132,8 +132,21 @@ enum Counted {
 }
 
 /// Runs the loop until `shutdown` is cancelled (or an exit condition in `options` is met), and
-/// until every delivery in hand is settled.
+/// until every delivery in hand is settled. While it runs, its presence record says that the
+/// queue has a consumer (see [`crate::presence`]).
 pub async fn consume<H: Handler>(
+    ctx: &Context,
+    handler: &H,
+    options: &ConsumeOptions,
+    shutdown: CancellationToken,
+) -> Result<ConsumeReport, QueueError> {
+    let presence = crate::presence::announce(&ctx.store, &ctx.worker_name, &options.queue);
+    let result = consume_until_stopped(ctx, handler, options, shutdown).await;
+    presence.withdraw().await;
+    result
+}
+
+async fn consume_until_stopped<H: Handler>(
     ctx: &Context,
     handler: &H,
     options: &ConsumeOptions,

@@ -137,6 +137,40 @@ pub mod paths {
     pub fn log(job: &JobId, name: &str) -> String {
         format!("logs/{job}/{name}.log")
     }
+    /// `logs/<job>/` (prefix of the job's logs, in the log store)
+    pub fn log_dir(job: &JobId) -> String {
+        format!("logs/{job}")
+    }
+    /// `jobs/<job>/request.json`: the local files a `process` command named (see
+    /// [`Request`](super::Request)); absent for jobs of the fleet's `input/` folder.
+    pub fn request(job: &JobId) -> String {
+        format!("jobs/{job}/request.json")
+    }
+    /// `jobs/<job>/removing.json`: written first when a job is removed, deleted last, so that a
+    /// removal cut short is seen as one (and finished by the next `clean`).
+    pub fn removing(job: &JobId) -> String {
+        format!("jobs/{job}/removing.json")
+    }
+    /// `jobs/<job>/` (prefix of everything the job keeps in the store)
+    pub fn job_dir(job: &JobId) -> String {
+        format!("jobs/{job}")
+    }
+    /// `jobs/consumers/`: presence records of the running consume loops (see
+    /// [`crate::presence`]). `consumers` is not a job id, so job listings skip it.
+    pub const CONSUMERS: &str = "jobs/consumers";
+}
+
+/// The local files a `process` command was given, recorded so that `status` names the job the way
+/// the user did (the file name, the `-o` path) rather than by its content-addressed copy in the
+/// store. Overwritten by each run of the job: the latest names win.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The input video as given (made absolute).
+    pub input: String,
+    /// The `-o` path (made absolute).
+    pub output: String,
+    /// Seconds since the epoch.
+    pub at: f64,
 }
 
 /// The source video a job styles.
@@ -297,6 +331,10 @@ pub enum JobState {
     Done,
     /// Stopped with a reason (bad input, or a batch that failed permanently).
     Failed,
+    /// Not finished, and nothing works on it: no process consumes the queues (a `process` that
+    /// was interrupted, a fleet that was stopped). Derived by `status`, never recorded; running
+    /// the same command again (or `up`) resumes it.
+    Interrupted,
 }
 
 impl fmt::Display for JobState {
@@ -307,6 +345,7 @@ impl fmt::Display for JobState {
             JobState::Stitching => "stitching",
             JobState::Done => "done",
             JobState::Failed => "failed",
+            JobState::Interrupted => "interrupted",
         };
         f.write_str(s)
     }
@@ -349,6 +388,21 @@ pub struct DoneMarker {
     pub worker: String,
     /// Seconds since the epoch.
     pub at: f64,
+    /// When the worker started on the batch (seconds since the epoch); absent in markers written
+    /// before it was recorded, whose start is estimated as `at` minus the timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    /// The delivery that did it (1: the first); absent in older markers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+impl DoneMarker {
+    /// When the work on the batch started: recorded, or estimated from the timings.
+    pub fn started(&self) -> f64 {
+        self.started_at
+            .unwrap_or_else(|| self.at - self.timings.values().sum::<f64>())
+    }
 }
 
 /// A permanent batch failure.

@@ -14,7 +14,8 @@
 //! - [`media`]: ffprobe, exact frame-range decode, chunk encode, stitch, verify.
 //! - [`stage`]: split, style (feature `style`), aggregate; [`consume`]: the receive/renew/settle loop.
 //! - [`fleet`]: the embedded fleet: watcher, worker processes, autoscaler, `process` for one video.
-//! - [`inspect`] and [`dlq`]: what `status` and `dlq` show and do.
+//! - [`inspect`] and [`dlq`]: what `status` and `dlq` show and do; [`presence`]: which consume
+//!   loops run now (how `status` tells an interrupted job).
 //! - [`settings`]: batch size, limits, encoder, retry policy, temporal stabilisation.
 //! - [`temporal`]: flow-guided temporal stabilisation of the styled frames (DIS optical flow,
 //!   reliability, the recursive blend), run by the aggregator in one pass at stitch time.
@@ -38,6 +39,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod media;
 pub mod message;
+pub mod presence;
 pub mod queue;
 pub mod settings;
 pub mod setup;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consume::{ConsumeOptions, StitchHandler, consume_one};
 use crate::inspect::{InspectError, JobView, job_of_message, view};
-use crate::job::{JobId, JobState, Manifest, StyleChoice, paths};
+use crate::job::{JobId, JobState, Manifest, Request, StyleChoice, paths};
 use crate::media::MediaError;
 use crate::queue::STITCH;
 use crate::stage::split::{SplitOutcome, split};
@@ -166,7 +166,18 @@ pub async fn process(
     if target != request.output {
         check_output(input, &target, request.overwrite)?;
     }
+    // The names the user gave, for `status` (the store knows the video by its content hash).
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let named = Request {
+        input: absolute(input).display().to_string(),
+        output: absolute(&target).display().to_string(),
+        at: crate::job::now_secs(),
+    };
+    ctx.store.put_json(&paths::request(&job), &named).await?;
 
+    // The run is its job's aggregator: its presence tells `status` that the job is in hand, also
+    // while it stitches with no worker running.
+    let presence = crate::presence::announce(&ctx.logs, &ctx.worker_name, STITCH);
     let stop_aggregator = CancellationToken::new();
     let (stitching, wants_stitch) = watch::channel(false);
     let aggregator = {
@@ -235,6 +246,7 @@ pub async fn process(
     pool.shutdown(Duration::from_secs(35)).await;
     stop_aggregator.cancel();
     let _ = aggregator.await;
+    presence.withdraw().await;
     let done = result?;
 
     let output = done

@@ -455,7 +455,7 @@ impl Lease {
 /// Whether `holder` (`<host>:<pid>`, see [`crate::setup::worker_name`]) is a process of this host
 /// that no longer runs: its lease need not be waited out (a `process` command killed mid-stitch
 /// and started again takes its job's stitch over at once).
-fn died_here(holder: &str) -> bool {
+pub(crate) fn died_here(holder: &str) -> bool {
     let Some((host, pid)) = holder.rsplit_once(':') else {
         return false;
     };

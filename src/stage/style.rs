@@ -127,7 +127,7 @@ impl StyleStage {
             &message.job,
             format!("batch-{:05}.attempt-{attempt}", message.batch),
         );
-        let result = match self.run(ctx, &manifest, &message, &mut log).await {
+        let result = match self.run(ctx, &manifest, &message, attempt, &mut log).await {
             Ok(Ran::Released) => {
                 log.info("released before styling: shutting down");
                 log.flush(&ctx.logs).await;
@@ -169,9 +169,11 @@ impl StyleStage {
         ctx: &Context,
         manifest: &Manifest,
         message: &BatchMessage,
+        attempt: u32,
         log: &mut JobLog,
     ) -> Result<Ran, StageError> {
         let job = &message.job;
+        let started_at = now_secs();
         if ctx.store.exists(&paths::done(job, message.batch)).await? {
             log.info("already done (redelivery)");
             post_follow_ups(ctx, manifest, message.batch, log).await?;
@@ -256,6 +258,8 @@ impl StyleStage {
             timings,
             worker: ctx.worker_name.clone(),
             at: now_secs(),
+            started_at: Some(started_at),
+            attempt: Some(attempt),
         };
         ctx.store
             .put_json_create(&paths::done(job, message.batch), &marker)
