@@ -15,7 +15,7 @@
 //! - [`stage`]: split, style (feature `style`), aggregate; [`consume`]: the receive/renew/settle loop.
 //! - [`fleet`]: the embedded fleet: watcher, worker processes, autoscaler, `process` for one video.
 //! - [`inspect`] and [`dlq`]: what `status` and `dlq` show and do; [`presence`]: which consume
-//!   loops run now (how `status` tells an interrupted job).
+//!   loops run now (how `status` tells an interrupted job); [`clean`]: removing finished jobs.
 //! - [`settings`]: batch size, limits, encoder, retry policy, temporal stabilisation.
 //! - [`temporal`]: flow-guided temporal stabilisation of the styled frames (DIS optical flow,
 //!   reliability, the recursive blend), run by the aggregator in one pass at stitch time.
@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod clean;
 pub mod consume;
 pub mod dlq;
 pub mod fault;

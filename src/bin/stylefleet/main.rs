@@ -1,5 +1,5 @@
 //! The `stylefleet` command line: one video (`process`), the embedded fleet (`up`, `worker`),
-//! inspection and repair (`status`, `dlq`), and the models on single images (`style-image`,
+//! inspection, repair and cleanup (`status`, `dlq`, `jobs rm`, `clean`), and the models on single images (`style-image`,
 //! `styles`).
 //!
 //! # Layout
@@ -42,8 +42,15 @@ enum Command {
     Up(commands::up::UpArgs),
     /// Run one worker: style batches from the queue until stopped.
     Worker(commands::worker::WorkerArgs),
-    /// Jobs, their state, progress, throughput and failure reasons.
+    /// Jobs, newest first: state, progress, throughput and failure reasons; one job in full.
     Status(commands::status::StatusArgs),
+    /// Manage jobs: `jobs rm JOB...` removes finished ones.
+    Jobs {
+        #[command(subcommand)]
+        action: commands::clean::JobsAction,
+    },
+    /// Remove every finished job and its intermediate files (`--dry-run` to see what would go).
+    Clean(commands::clean::CleanArgs),
     /// Inspect and repair the dead-letter queues.
     Dlq {
         #[command(subcommand)]

@@ -1,5 +1,6 @@
 //! What each subcommand does, one module each. `anyhow` lives here and in `main` only.
 
+pub mod clean;
 pub mod dlq;
 pub mod images;
 pub mod process;
@@ -27,6 +28,10 @@ pub async fn run(command: Command, log_format: LogFormat, quiet: bool) -> anyhow
         Command::Worker(args) => worker::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Dlq { action } => dlq::run(action).await,
+        Command::Jobs {
+            action: clean::JobsAction::Rm(args),
+        } => clean::rm(args).await,
+        Command::Clean(args) => clean::clean(args).await,
         Command::StyleImage(args) => images::style_image(args),
         Command::Sas(args) => sas::run(args).await,
         Command::Styles(args) => images::styles(args),
