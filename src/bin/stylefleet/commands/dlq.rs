@@ -1,5 +1,6 @@
 //! `stylefleet dlq`: list, show, replay and purge dead-lettered messages.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -7,7 +8,10 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use stylefleet::dlq::{self, Filter};
+use stylefleet::inspect;
+use stylefleet::job::JobId;
 use stylefleet::lifecycle::parse_seconds;
+use stylefleet::stage::Context;
 
 use crate::args::Location;
 
@@ -19,7 +23,7 @@ pub struct DlqFilter {
     // refuses two arguments with one name.
     #[arg(long = "queue-name", id = "queue_name", value_name = "NAME")]
     queue: Option<String>,
-    /// Only messages of this job.
+    /// Only messages of this job (its id, or a prefix of it that no other job shares).
     #[arg(long)]
     job: Option<String>,
     /// Only messages whose reason or description contains this text.
@@ -57,31 +61,61 @@ pub enum DlqAction {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Delete matching messages from the dead-letter queue.
+    /// Delete matching messages from the dead-letter queue. Without a filter it asks first (on a
+    /// terminal), or needs `--yes`.
     Purge {
         #[command(flatten)]
         filter: DlqFilter,
         /// Only say what would be purged.
         #[arg(long)]
         dry_run: bool,
+        /// Purge without asking, even with no filter.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
-fn filter_of(f: &DlqFilter, id: Option<String>) -> Filter {
-    Filter {
+impl DlqFilter {
+    fn is_empty(&self) -> bool {
+        self.queue.is_none()
+            && self.job.is_none()
+            && self.reason.is_none()
+            && self.older_than.is_none()
+    }
+}
+
+/// The library's filter, with `--job` resolved from the prefix the user typed to one job id
+/// (among the jobs in the store and those the dead letters name).
+async fn filter_of(ctx: &Context, f: &DlqFilter, id: Option<String>) -> anyhow::Result<Filter> {
+    let job = match f.job.as_deref() {
+        None => None,
+        Some(prefix) => {
+            let named: Vec<JobId> = inspect::dead_letters_by_job(ctx.queue.as_ref())
+                .await?
+                .into_keys()
+                .collect();
+            Some(
+                inspect::resolve(&ctx.store, prefix, &named)
+                    .await?
+                    .to_string(),
+            )
+        }
+    };
+    Ok(Filter {
         queue: f.queue.clone(),
-        job: f.job.clone(),
+        job,
         reason: f.reason.clone(),
         older_than: f.older_than,
         id,
-    }
+    })
 }
 
 pub async fn run(action: DlqAction) -> anyhow::Result<ExitCode> {
     match action {
         DlqAction::List { filter, json } => {
             let ctx = super::context(&filter.location, None).await?;
-            let listed = dlq::list(ctx.queue.as_ref(), &filter_of(&filter, None)).await?;
+            let listed =
+                dlq::list(ctx.queue.as_ref(), &filter_of(&ctx, &filter, None).await?).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&listed)?);
             } else if listed.is_empty() {
@@ -101,23 +135,58 @@ pub async fn run(action: DlqAction) -> anyhow::Result<ExitCode> {
         }
         DlqAction::Show { id, filter } => {
             let ctx = super::context(&filter.location, None).await?;
-            let listed =
-                dlq::list(ctx.queue.as_ref(), &filter_of(&filter, Some(id.clone()))).await?;
+            let f = filter_of(&ctx, &filter, Some(id.clone())).await?;
+            let listed = dlq::list(ctx.queue.as_ref(), &f).await?;
             if listed.is_empty() {
                 bail!("no dead-lettered message with id {id}");
             }
             println!("{}", serde_json::to_string_pretty(&listed)?);
         }
-        DlqAction::Replay { filter, dry_run } => return bulk(&filter, true, dry_run).await,
-        DlqAction::Purge { filter, dry_run } => return bulk(&filter, false, dry_run).await,
+        DlqAction::Replay { filter, dry_run } => return bulk(&filter, true, dry_run, true).await,
+        DlqAction::Purge {
+            filter,
+            dry_run,
+            yes,
+        } => return bulk(&filter, false, dry_run, yes).await,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bulk(filter: &DlqFilter, replay: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+/// Whether a purge of every dead letter may go ahead: `--yes`, or a "y" on a terminal. Without a
+/// terminal to ask on, it is refused.
+fn confirm_purge_all(total: u64) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to purge all {total} dead-lettered message(s) without a filter: nobody to ask \
+             (stdin is not a terminal); add --yes to purge them all, or a filter (--job, \
+             --reason, --queue-name, --older-than)"
+        );
+    }
+    eprint!("purge all {total} dead-lettered message(s) of every job? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+async fn bulk(
+    filter: &DlqFilter,
+    replay: bool,
+    dry_run: bool,
+    confirmed: bool,
+) -> anyhow::Result<ExitCode> {
     let ctx = super::context(&filter.location, None).await?;
-    let f = filter_of(filter, None);
+    let f = filter_of(&ctx, filter, None).await?;
     let total = dlq::list(ctx.queue.as_ref(), &f).await?.len() as u64;
+    if !replay
+        && !dry_run
+        && !confirmed
+        && filter.is_empty()
+        && total > 0
+        && !confirm_purge_all(total)?
+    {
+        println!("nothing purged");
+        return Ok(ExitCode::FAILURE);
+    }
     let bar = indicatif::ProgressBar::new(total);
     let verb = match (replay, dry_run) {
         (true, true) => "would replay",
