@@ -414,7 +414,7 @@ fn clean_removes_exactly_the_finished_jobs_files() {
         .iter()
         .filter(|(p, meta)| after.get(*p) != Some(meta))
         .map(|(p, _)| p.clone())
-        .partition(|p| after.get(p).is_none());
+        .partition(|p| !after.contains_key(p));
     assert!(changed.is_empty(), "nothing was rewritten: {changed:?}");
     for p in &gone {
         assert!(
