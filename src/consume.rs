@@ -140,7 +140,7 @@ pub async fn consume<H: Handler>(
     options: &ConsumeOptions,
     shutdown: CancellationToken,
 ) -> Result<ConsumeReport, QueueError> {
-    let presence = crate::presence::announce(&ctx.store, &ctx.worker_name, &options.queue);
+    let presence = crate::presence::announce(&ctx.logs, &ctx.worker_name, &options.queue);
     let result = consume_until_stopped(ctx, handler, options, shutdown).await;
     presence.withdraw().await;
     result

@@ -416,12 +416,14 @@ pub fn mark_interrupted(views: &mut [JobView], consumers: usize) {
     }
 }
 
-/// Every job, newest first. With `embedded` (the SQLite queue of the embedded default, whose
+/// Every job, newest first (`logs` is the log store, which holds the presence records). With
+/// `embedded` (the SQLite queue of the embedded default, whose
 /// consumers are this machine's processes), jobs that nothing works on show
 /// [`JobState::Interrupted`]; on Service Bus the deployment starts consumers when work waits, so
 /// a missing one is not an interruption.
 pub async fn views(
     store: &Store,
+    logs: &Store,
     queue: &dyn Queue,
     embedded: bool,
 ) -> Result<Vec<JobView>, InspectError> {
@@ -437,7 +439,7 @@ pub async fn views(
         }
     }
     if embedded {
-        let consumers = crate::presence::live(store).await?.len();
+        let consumers = crate::presence::live(logs).await?.len();
         mark_interrupted(&mut views, consumers);
     }
     views.sort_by(|a, b| {

@@ -155,9 +155,9 @@ pub mod paths {
     pub fn job_dir(job: &JobId) -> String {
         format!("jobs/{job}")
     }
-    /// `jobs/consumers/`: presence records of the running consume loops (see
+    /// `logs/consumers/` (in the log store): presence records of the running consume loops (see
     /// [`crate::presence`]). `consumers` is not a job id, so job listings skip it.
-    pub const CONSUMERS: &str = "jobs/consumers";
+    pub const CONSUMERS: &str = "logs/consumers";
 }
 
 /// The local files a `process` command was given, recorded so that `status` names the job the way

@@ -1,6 +1,7 @@
 //! Who consumes the queues now: each consume loop (a worker, the aggregator of `up` or `process`)
-//! keeps a presence record `jobs/consumers/<name>.json` fresh while it runs and removes it when it
-//! ends. `status` reads them to tell a job that waits for work from one that nothing will work on
+//! keeps a presence record `logs/consumers/<name>.json` in the log store fresh while it runs and
+//! removes it when it ends (beside the logs: what processes say about themselves, not a job's
+//! state). `status` reads them to tell a job that waits for work from one that nothing will work on
 //! (see [`JobState::Interrupted`](crate::job::JobState::Interrupted)).
 //!
 //! A record counts while it is fresh (renewed every [`HEARTBEAT`], lapsing after [`TTL`]) and,

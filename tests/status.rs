@@ -96,7 +96,7 @@ impl Case {
             .into_iter()
             // The queue's database and the presence records are not the jobs' files.
             .filter(|p| {
-                !p.to_string_lossy().starts_with("queue.sqlite") && !p.starts_with("jobs/consumers")
+                !p.to_string_lossy().starts_with("queue.sqlite") && !p.starts_with("logs/consumers")
             })
             .map(|p| {
                 let meta = std::fs::metadata(self.data.join(&p)).unwrap();
@@ -418,7 +418,10 @@ fn clean_removes_exactly_the_finished_jobs_files() {
     assert!(changed.is_empty(), "nothing was rewritten: {changed:?}");
     for p in &gone {
         assert!(
-            mine(p) || p.starts_with("output/") || p.starts_with("scratch/sources"),
+            mine(p)
+                || p.starts_with("output/")
+                || p.starts_with("scratch/sources")
+                || p.starts_with("logs/consumers"),
             "{} was not the done job's",
             p.display()
         );

@@ -113,7 +113,7 @@ pub async fn clean(args: CleanArgs) -> anyhow::Result<ExitCode> {
 
 async fn all_views(ctx: &Context, location: &Location) -> anyhow::Result<Vec<JobView>> {
     let embedded = super::status::embedded(location);
-    Ok(inspect::views(&ctx.store, ctx.queue.as_ref(), embedded).await?)
+    Ok(inspect::views(&ctx.store, &ctx.logs, ctx.queue.as_ref(), embedded).await?)
 }
 
 async fn run(
@@ -131,7 +131,7 @@ async fn run(
         for removal in &removals {
             clean::remove(ctx, removal).await?;
         }
-        if let Err(e) = stylefleet::presence::sweep(&ctx.store).await {
+        if let Err(e) = stylefleet::presence::sweep(&ctx.logs).await {
             tracing::warn!(error = %e, "cannot sweep lapsed presence records");
         }
     }

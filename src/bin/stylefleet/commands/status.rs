@@ -100,7 +100,7 @@ async fn render(ctx: &Context, args: &StatusArgs, embedded: bool) -> anyhow::Res
         let named: Vec<JobId> = dead.keys().cloned().collect();
         let job = inspect::resolve(&ctx.store, prefix, &named).await?;
         let consumers = if embedded {
-            Some(stylefleet::presence::live(&ctx.store).await?.len())
+            Some(stylefleet::presence::live(&ctx.logs).await?.len())
         } else {
             None
         };
@@ -112,7 +112,7 @@ async fn render(ctx: &Context, args: &StatusArgs, embedded: bool) -> anyhow::Res
             detail_text(&detail)
         });
     }
-    let mut views = inspect::views(&ctx.store, ctx.queue.as_ref(), embedded).await?;
+    let mut views = inspect::views(&ctx.store, &ctx.logs, ctx.queue.as_ref(), embedded).await?;
     if let Some(state) = args.state {
         views.retain(|v| state.matches(v.state));
     }
