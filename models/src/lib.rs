@@ -19,7 +19,9 @@
 //! - `kernel`: the fused CPU kernels: `kernel::conv` (a conv layer's spec and its tiled,
 //!   row-packed gemm forward pass with the reflect pad folded into the gather), and one-pass
 //!   instance norm fused with activation and residual add.
-//! - [`stylize`]: [`Stylizer`] (frames in, frames out, on a [`device`]) and [`contact_sheet`].
+//! - [`stylize`]: [`Stylizer`] (frames in, frames out, on a [`device`]).
+//! - [`sheet`]: [`contact_sheet`], the picture in every style with captions, and its
+//!   [`SheetLayout`].
 //! - [`error`]: the crate's error, [`ModelError`].
 //!
 //! # Example
@@ -38,6 +40,7 @@ pub mod error;
 pub mod frame;
 mod kernel;
 pub mod multistyle;
+pub mod sheet;
 pub mod spec;
 mod styles;
 pub mod stylize;
@@ -46,4 +49,5 @@ pub use error::ModelError;
 pub use frame::{Frame, read_image, write_image};
 pub use multistyle::MultiStyle;
 pub use spec::{StyleInfo, StyleOptions, StyleSpec, styles};
-pub use stylize::{Stylizer, contact_sheet, device};
+pub use sheet::{SheetLayout, contact_sheet};
+pub use stylize::{Stylizer, device};

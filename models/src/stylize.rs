@@ -1,4 +1,4 @@
-//! [`Stylizer`]: frames in, styled frames out, on one device; and the contact sheet.
+//! [`Stylizer`]: frames in, styled frames out, on one device.
 
 use std::sync::Arc;
 
@@ -195,49 +195,4 @@ fn finish(styled: &Tensor, orig: &Tensor, options: StyleOptions) -> candle_core:
         .permute((0, 2, 3, 1))?
         .contiguous()?
         .to_dtype(DType::U8)
-}
-
-/// All 26 built-in styles on one image: the image scaled to `thumb_width` first, then one tile
-/// per style in index order, 6 tiles a row, on white with 4-pixel gutters.
-pub fn contact_sheet(image: &Frame, thumb_width: u32) -> Result<Frame, ModelError> {
-    const COLUMNS: u32 = 6;
-    const GUTTER: u32 = 4;
-    image.check()?;
-    let src = image::RgbImage::from_raw(image.width, image.height, image.data.clone())
-        .ok_or_else(|| ModelError::SizeMismatch("contact sheet source".to_owned()))?;
-    let tw = thumb_width.max(MIN_SIDE);
-    let th = ((u64::from(image.height) * u64::from(tw)) / u64::from(image.width.max(1))) as u32;
-    let th = th.max(MIN_SIDE);
-    let thumb = image::imageops::resize(&src, tw, th, image::imageops::FilterType::Triangle);
-    let thumb = Frame {
-        width: tw,
-        height: th,
-        data: thumb.into_raw(),
-    };
-    let device = device(true)?;
-    let mut tiles = vec![thumb.clone()];
-    for i in 0..NUM_STYLES {
-        let spec = StyleSpec::blend(&[(i, 1.0)])?;
-        let stylizer = Stylizer::new(&spec, StyleOptions::default(), &device)?;
-        tiles.extend(stylizer.style_batch(std::slice::from_ref(&thumb))?);
-    }
-    let rows = (tiles.len() as u32).div_ceil(COLUMNS);
-    let sw = COLUMNS * (tw + GUTTER) + GUTTER;
-    let sh = rows * (th + GUTTER) + GUTTER;
-    let mut sheet = vec![255u8; (sw * sh * 3) as usize];
-    for (n, tile) in tiles.iter().enumerate() {
-        let (r, c) = (n as u32 / COLUMNS, n as u32 % COLUMNS);
-        let (x0, y0) = (GUTTER + c * (tw + GUTTER), GUTTER + r * (th + GUTTER));
-        for y in 0..th {
-            let dst = (((y0 + y) * sw + x0) * 3) as usize;
-            let src = (y * tw * 3) as usize;
-            let len = (tw * 3) as usize;
-            sheet[dst..dst + len].copy_from_slice(&tile.data[src..src + len]);
-        }
-    }
-    Ok(Frame {
-        width: sw,
-        height: sh,
-        data: sheet,
-    })
 }

@@ -12,6 +12,8 @@
 //! - [`stitch()`]: chunks plus the source's audio and subtitles into the output mp4.
 //! - [`stitch_stabilised`]: the same, with the frames temporally stabilised in one streaming pass.
 //! - [`verify()`], [`verify_chunk`]: ffprobe checks of an output against its source.
+//! - [`still`]: one frame as displayed ([`frame_at`]), and the encoded size of sample frames
+//!   ([`encoded_size`]).
 //! - [`time`]: exact rational time arithmetic.
 //!
 //! # Frame-exactness
@@ -27,6 +29,7 @@ mod error;
 pub mod limits;
 pub mod probe;
 pub mod stabilise;
+pub mod still;
 pub mod stitch;
 pub mod time;
 pub mod verify;
@@ -38,6 +41,7 @@ pub use error::MediaError;
 pub use limits::{Limits, check};
 pub use probe::{FormatInfo, FrameTime, Probe, StreamInfo, VideoStream, probe};
 pub use stabilise::{StabiliseReport, stitch_stabilised};
+pub use still::{Still, encoded_size, frame_at, frame_index_at};
 pub use stitch::stitch;
 pub use time::Rational;
 pub use verify::{compare, verify, verify_chunk};

@@ -61,7 +61,8 @@ enum Command {
     /// Mint a short-lived URL for an outside user to upload one video to `input/` or download one
     /// result from `output/` (a user delegation SAS on Azure; never an account key).
     Sas(commands::sas::SasArgs),
-    /// List the built-in styles, or render all of them on one picture.
+    /// List the built-in styles, or render all of them, labelled, on a picture or a frame of a
+    /// video (`--sheet`).
     Styles(commands::images::StylesArgs),
 }
 

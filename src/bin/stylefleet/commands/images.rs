@@ -2,9 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
+use stylefleet::lifecycle::parse_seconds;
+
+use super::sheet::TileSize;
 use crate::args::StyleArgs;
 
 #[derive(Debug, Args)]
@@ -20,12 +24,22 @@ pub struct StyleImageArgs {
 
 #[derive(Debug, Args)]
 pub struct StylesArgs {
-    /// Render a contact sheet of this image in every style.
-    #[arg(long, requires = "output")]
+    /// Render a sheet of every style, each tile labelled with its number and name: of a picture
+    /// (PNG or JPEG), or of a frame of a video (see `--at`).
+    #[arg(long, value_name = "IMAGE|VIDEO", requires = "output")]
     sheet: Option<PathBuf>,
-    /// Where to write the sheet.
+    /// Where to write the sheet (PNG or JPEG).
     #[arg(long, short = 'o', requires = "sheet")]
     output: Option<PathBuf>,
+    /// The size of each tile: a width (`256`), a height (`720p`; the width follows the
+    /// picture's shape) or both (`640x360`). Styles look different at different sizes: render at
+    /// the size you will process to see them as they will be. A 720p sheet takes minutes on a
+    /// CPU.
+    #[arg(long, default_value = "256", requires = "sheet")]
+    size: TileSize,
+    /// For a video: the frame shown at this many seconds from the start [default: the middle].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, requires = "sheet")]
+    at: Option<Duration>,
 }
 
 #[cfg(feature = "style")]
@@ -57,13 +71,10 @@ pub fn style_image(args: StyleImageArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(feature = "style")]
-pub fn styles(args: StylesArgs) -> anyhow::Result<ExitCode> {
+pub async fn styles(args: StylesArgs) -> anyhow::Result<ExitCode> {
     match (args.sheet, args.output) {
-        (Some(sheet), Some(output)) => {
-            let image = stylefleet_models::read_image(&sheet)?;
-            let picture = stylefleet_models::contact_sheet(&image, 256)?;
-            stylefleet_models::write_image(&output, &picture)?;
-            println!("{}", output.display());
+        (Some(input), Some(output)) => {
+            super::sheet::render(&input, &output, args.size, args.at).await?;
         }
         _ => {
             for s in stylefleet_models::styles() {
@@ -80,6 +91,6 @@ pub fn style_image(_: StyleImageArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(not(feature = "style"))]
-pub fn styles(_: StylesArgs) -> anyhow::Result<ExitCode> {
+pub async fn styles(_: StylesArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("this build has no models (built without the `style` feature)")
 }

@@ -5,6 +5,7 @@ pub mod dlq;
 pub mod images;
 pub mod process;
 pub mod sas;
+pub mod sheet;
 pub mod status;
 pub mod up;
 pub mod worker;
@@ -34,7 +35,7 @@ pub async fn run(command: Command, log_format: LogFormat, quiet: bool) -> anyhow
         Command::Clean(args) => clean::clean(args).await,
         Command::StyleImage(args) => images::style_image(args),
         Command::Sas(args) => sas::run(args).await,
-        Command::Styles(args) => images::styles(args),
+        Command::Styles(args) => images::styles(args).await,
     }
 }
 

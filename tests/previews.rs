@@ -1,0 +1,217 @@
+#![allow(clippy::unwrap_used)]
+//! Looking before processing, through the real CLI: the labelled style sheet of a picture and of
+//! a frame of the user's own video.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::clips;
+
+fn stylefleet<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_stylefleet"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("STYLEFLEET_DATA")
+        .env_remove("STYLEFLEET_STORE")
+        .env_remove("STYLEFLEET_QUEUE")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+#[cfg(feature = "style")]
+mod sheet {
+    use super::*;
+    use stylefleet_models::{Frame, read_image};
+
+    // The geometry of a sheet of 64x36 tiles: 6 columns and 5 rows of 27 tiles, 4-pixel
+    // gutters, and a caption band of three 10-pixel lines plus 2 pixels of margin (the longest
+    // label, "16 blue-orange-hatch", wraps onto three lines of 8 characters).
+    const TILE: (u32, u32) = (64, 36);
+    const CAPTION: u32 = 32;
+    const SHEET: (u32, u32) = (6 * (64 + 4) + 4, 5 * (36 + CAPTION + 4) + 4);
+
+    fn origin(n: u32) -> (u32, u32) {
+        (4 + (n % 6) * (TILE.0 + 4), 4 + (n / 6) * (TILE.1 + CAPTION + 4))
+    }
+
+    fn pixels(f: &Frame, x0: u32, y0: u32, w: u32, h: u32) -> Vec<[u8; 3]> {
+        let mut out = Vec::new();
+        for y in y0..y0 + h {
+            for x in x0..x0 + w {
+                let at = ((y * f.width + x) * 3) as usize;
+                out.push([f.data[at], f.data[at + 1], f.data[at + 2]]);
+            }
+        }
+        out
+    }
+
+    fn caption(f: &Frame, n: u32) -> Vec<[u8; 3]> {
+        let (x, y) = origin(n);
+        pixels(f, x, y + TILE.1, TILE.0, CAPTION)
+    }
+
+    /// Checks the grid, that every caption holds black text on white, and that no two
+    /// neighbouring captions are the same picture.
+    fn assert_labelled_grid(sheet: &Frame) {
+        assert_eq!((sheet.width, sheet.height), SHEET);
+        let white = [255u8; 3];
+        for n in 0..27 {
+            let c = caption(sheet, n);
+            let black = c.iter().filter(|p| **p == [0, 0, 0]).count();
+            assert!(black > 20, "caption {n} has {black} text pixels");
+            assert!(
+                c.iter().all(|p| *p == white || *p == [0, 0, 0]),
+                "caption {n} is not black text on white"
+            );
+            if n > 0 {
+                assert_ne!(c, caption(sheet, n - 1), "captions {n} and {}", n - 1);
+            }
+            let (x, y) = origin(n);
+            let tile = pixels(sheet, x, y, TILE.0, TILE.1);
+            assert!(
+                tile.iter().filter(|p| **p != white).count() > tile.len() / 2,
+                "tile {n} is blank"
+            );
+        }
+        // The gutter left of the first column and the empty cells of the last row are white.
+        assert!(pixels(sheet, 0, 0, 4, sheet.height).iter().all(|p| *p == white));
+        let (x, y) = origin(27);
+        let rest = pixels(sheet, x, y, sheet.width - x, TILE.1 + CAPTION);
+        assert!(rest.iter().all(|p| *p == white));
+    }
+
+    #[test]
+    fn a_sheet_of_a_picture_has_a_labelled_tile_per_style_at_the_size_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = clips::png_image(dir.path());
+        let out = dir.path().join("sheet.png");
+        let run = stylefleet([
+            "styles".as_ref(),
+            "--sheet".as_ref(),
+            picture.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--size".as_ref(),
+            "64x36".as_ref(),
+        ]);
+        assert_ok("styles --sheet", &run);
+        assert_eq!(stdout(&run).trim(), out.to_str().unwrap());
+        assert!(stderr(&run).contains("27 tiles of 64x36"), "{}", stderr(&run));
+        let sheet = read_image(&out).unwrap();
+        assert_labelled_grid(&sheet);
+        // The first tile is the picture itself (64x48 scaled to 64x48 then cropped to 64x36),
+        // not a styled one: its corner is testsrc2's, and differs from style 0's.
+        let (x, y) = origin(0);
+        let (x1, y1) = origin(1);
+        assert_ne!(
+            pixels(&sheet, x, y, TILE.0, TILE.1),
+            pixels(&sheet, x1, y1, TILE.0, TILE.1)
+        );
+    }
+
+    #[test]
+    fn a_sheet_of_a_video_takes_the_frame_asked_and_refuses_a_time_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        // 160x90, 25 frames at 25 fps: one second.
+        let clip = clips::cfr_with_aac(dir.path(), 160, 90, 25, 25);
+        let out = dir.path().join("sheet.png");
+        let sheet_at = |at: &str| {
+            stylefleet([
+                "styles".as_ref(),
+                "--sheet".as_ref(),
+                clip.as_os_str(),
+                "-o".as_ref(),
+                out.as_os_str(),
+                "--size".as_ref(),
+                // A width: the height follows the video's 16:9.
+                "64".as_ref(),
+                "--at".as_ref(),
+                at.as_ref(),
+            ])
+        };
+        let run = sheet_at("0.5");
+        assert_ok("styles --sheet VIDEO --at 0.5", &run);
+        assert!(
+            stderr(&run).contains("27 tiles of 64x36 from frame 12 (0.48 s)"),
+            "{}",
+            stderr(&run)
+        );
+        let first = read_image(&out).unwrap();
+        assert_labelled_grid(&first);
+        // testsrc2 moves: another time is another picture.
+        std::fs::remove_file(&out).unwrap();
+        assert_ok("styles --sheet VIDEO --at 0", &sheet_at("0"));
+        let other = read_image(&out).unwrap();
+        assert_ne!(pixels(&first, 4, 4, 64, 36), pixels(&other, 4, 4, 64, 36));
+
+        std::fs::remove_file(&out).unwrap();
+        let late = sheet_at("7");
+        assert!(!late.status.success());
+        assert!(
+            stderr(&late).contains("7 s is past the end of the video, which is 1.00 s long"),
+            "{}",
+            stderr(&late)
+        );
+        assert!(!out.exists(), "a refused sheet wrote {}", out.display());
+    }
+
+    #[test]
+    fn sheet_options_without_a_sheet_are_refused() {
+        for args in [
+            &["styles", "-o", "x.png"][..],
+            &["styles", "--size", "720p"],
+            &["styles", "--at", "3"],
+        ] {
+            let run = stylefleet(args);
+            assert_eq!(run.status.code(), Some(2), "{args:?}: {}", stderr(&run));
+            assert!(stderr(&run).contains("--sheet"), "{args:?}: {}", stderr(&run));
+        }
+        let run = stylefleet(["styles", "--sheet", "x.png", "-o", "y.png", "--size", "big"]);
+        assert_eq!(run.status.code(), Some(2));
+        assert!(stderr(&run).contains("WxH"), "{}", stderr(&run));
+    }
+
+    #[test]
+    fn at_is_for_videos() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = clips::png_image(dir.path());
+        let out = dir.path().join("sheet.png");
+        let run = stylefleet([
+            "styles".as_ref(),
+            "--sheet".as_ref(),
+            picture.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--at".as_ref(),
+            "1".as_ref(),
+        ]);
+        assert!(!run.status.success());
+        assert!(stderr(&run).contains("is a picture"), "{}", stderr(&run));
+        assert!(!Path::new(&out).exists());
+    }
+}
