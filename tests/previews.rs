@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 //! Looking before processing, through the real CLI: the labelled style sheet of a picture and of
-//! a frame of the user's own video.
+//! a frame of the user's own video, and the dry run of `process`.
 
 mod support;
 
@@ -213,5 +213,93 @@ mod sheet {
         assert!(!run.status.success());
         assert!(stderr(&run).contains("is a picture"), "{}", stderr(&run));
         assert!(!Path::new(&out).exists());
+    }
+}
+
+#[cfg(feature = "style")]
+mod dry_run {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_plans_measures_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // 96x64, 40 frames at 25 fps.
+        let clip = clips::cfr_with_aac(dir.path(), 96, 64, 40, 25);
+        let data = dir.path().join("data");
+        let out = dir.path().join("out.mp4");
+        let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        let run = stylefleet([
+            "process".as_ref(),
+            clip.as_os_str(),
+            "--style".as_ref(),
+            "starry-blue".as_ref(),
+            "--batch-frames".as_ref(),
+            "16".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--dry-run".as_ref(),
+        ]);
+        assert_ok("process --dry-run", &run);
+        let text = stdout(&run);
+        assert!(text.contains("96x64, 40 frames, 1.60 s, h264"), "{text}");
+        assert!(
+            text.contains("3 batches of up to 16 frames (the last has 8)"),
+            "{text}"
+        );
+        assert!(text.contains("a frame at 96x64 on the CPU"), "{text}");
+        // The measured cost and the estimates are numbers above zero.
+        let number_after = |key: &str| -> f64 {
+            let at = text.find(key).unwrap_or_else(|| panic!("{key:?} in {text}")) + key.len();
+            text[at..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert!(number_after("model") > 0.0, "{text}");
+        assert!(number_after("disk     about") > 0.0, "{text}");
+        assert!(text.contains("keyframe of"), "{text}");
+        // Nothing written: no data folder, no output, nothing new beside the clip.
+        assert!(!data.exists(), "the dry run created {}", data.display());
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), before.len());
+    }
+
+    #[test]
+    fn a_dry_run_refuses_what_the_run_would_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let clip = clips::cfr_with_aac(dir.path(), 96, 64, 10, 25);
+        let data = dir.path().join("data");
+        let refuse = |extra: &[&str]| {
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "process".into(),
+                clip.clone().into(),
+                "--data".into(),
+                data.clone().into(),
+                "--dry-run".into(),
+            ];
+            args.extend(extra.iter().map(Into::into));
+            let run = stylefleet(args);
+            assert!(!run.status.success(), "{extra:?} was accepted");
+            stderr(&run)
+        };
+        assert!(refuse(&["--style", "starry-bleu"]).contains("starry-bleu"));
+        assert!(refuse(&["--style", "3", "--strength", "2"]).contains("strength"));
+        assert!(refuse(&["--style", "3", "--max-side", "32"]).contains("limit"));
+        let audio = clips::audio_only(dir.path());
+        let run = stylefleet([
+            "process".as_ref(),
+            audio.as_os_str(),
+            "-s".as_ref(),
+            "3".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--dry-run".as_ref(),
+        ]);
+        assert!(!run.status.success());
+        assert!(!data.exists(), "a refused dry run created {}", data.display());
     }
 }

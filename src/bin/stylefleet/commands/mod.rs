@@ -2,6 +2,7 @@
 
 pub mod clean;
 pub mod dlq;
+pub mod dry_run;
 pub mod images;
 pub mod process;
 pub mod sas;
@@ -41,6 +42,19 @@ pub async fn run(command: Command, log_format: LogFormat, quiet: bool) -> anyhow
 
 /// Builds the stage context from the command line.
 pub async fn context(location: &Location, planning: Option<&Planning>) -> anyhow::Result<Context> {
+    let settings = settings(planning);
+    let location = stylefleet::setup::Location {
+        data: location.data.clone(),
+        store: location.store.clone(),
+        log_store: location.log_store.clone(),
+        queue: location.queue.clone(),
+        scratch: None,
+    };
+    Ok(stylefleet::setup::context(&location, settings).await?)
+}
+
+/// The settings the command line asks for (the defaults where it says nothing).
+pub fn settings(planning: Option<&Planning>) -> Settings {
     let mut settings = Settings::default();
     if let Some(p) = planning {
         settings.batch_frames = p.batch_frames;
@@ -62,14 +76,7 @@ pub async fn context(location: &Location, planning: Option<&Planning>) -> anyhow
         };
         settings.temporal = p.temporal.0.clone();
     }
-    let location = stylefleet::setup::Location {
-        data: location.data.clone(),
-        store: location.store.clone(),
-        log_store: location.log_store.clone(),
-        queue: location.queue.clone(),
-        scratch: None,
-    };
-    Ok(stylefleet::setup::context(&location, settings).await?)
+    settings
 }
 
 /// How the supervisor starts a worker: this executable, same locations and log format, a fair

@@ -44,6 +44,10 @@ pub struct ProcessArgs {
     location: Location,
     #[command(flatten)]
     planning: Planning,
+    /// Show the plan (frames, batches), the time the model would take on this machine
+    /// (measured on two frames of the video) and the disk needed; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 const DEFAULT_TEMPLATE: &str = "{stem}.{style}.mp4";
@@ -62,6 +66,7 @@ pub async fn run(
         workers,
         location,
         planning,
+        dry_run,
     } = args;
     // Refused before the data folder is opened: a refused command leaves nothing behind.
     let requests = match requests(
@@ -78,6 +83,12 @@ pub async fn run(
             return Ok(ExitCode::from(2));
         }
     };
+    if dry_run {
+        for r in &requests {
+            super::dry_run::run(&r.input, &r.output, &style, &planning, &location, workers).await?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let ctx = super::context(&location, Some(&planning)).await?;
     let mut worker = super::worker_command(&location, workers, log_format)?;
     // The progress bar is the interface here: workers only speak up about problems (errors
