@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! Looking before processing, through the real CLI: the labelled style sheet of a picture and of
-//! a frame of the user's own video, and the dry run of `process`.
+//! a frame of the user's own video, the dry run of `process`, and the shell completions and man
+//! pages generated from the command line's own definition.
 
 mod support;
 
@@ -301,5 +302,84 @@ mod dry_run {
         ]);
         assert!(!run.status.success());
         assert!(!data.exists(), "a refused dry run created {}", data.display());
+    }
+}
+
+mod docs {
+    use super::*;
+
+    #[test]
+    fn bash_completion_knows_every_subcommand() {
+        let run = stylefleet(["completions", "bash"]);
+        assert_ok("completions bash", &run);
+        let script = stdout(&run);
+        assert!(script.contains("complete -F"), "not a bash completion script");
+        for sub in [
+            "process",
+            "up",
+            "worker",
+            "status",
+            "dlq",
+            "style-image",
+            "sas",
+            "styles",
+            "completions",
+            "man",
+        ] {
+            assert!(script.contains(sub), "{sub} is not completed");
+        }
+        assert!(script.contains("--dry-run") && script.contains("--sheet"));
+        for shell in ["zsh", "fish", "elvish", "powershell"] {
+            let run = stylefleet(["completions", shell]);
+            assert_ok(shell, &run);
+            assert!(stdout(&run).contains("process"), "{shell}");
+        }
+        assert_eq!(stylefleet(["completions", "tcsh"]).status.code(), Some(2));
+    }
+
+    #[test]
+    fn man_writes_a_page_per_subcommand_that_man_reads() {
+        let run = stylefleet(["man"]);
+        assert_ok("man", &run);
+        assert!(stdout(&run).starts_with(".ie \\n(.g .ds Aq"), "{}", stdout(&run));
+        assert!(stdout(&run).contains(".TH stylefleet 1"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let pages = dir.path().join("man1");
+        let run = stylefleet(["man".as_ref(), "--dir".as_ref(), pages.as_os_str()]);
+        assert_ok("man --dir", &run);
+        let listed: Vec<String> = stdout(&run).lines().map(str::to_owned).collect();
+        for name in [
+            "stylefleet",
+            "stylefleet-process",
+            "stylefleet-styles",
+            "stylefleet-dlq",
+            "stylefleet-completions",
+            "stylefleet-man",
+        ] {
+            let page = pages.join(format!("{name}.1"));
+            assert!(
+                listed.contains(&page.display().to_string()),
+                "{name}.1 not listed in {listed:?}"
+            );
+            let text = std::fs::read_to_string(&page).unwrap();
+            assert!(
+                text.contains(&format!(".TH {name} 1")),
+                "{name}.1 has no title header"
+            );
+        }
+        let process = std::fs::read_to_string(pages.join("stylefleet-process.1")).unwrap();
+        assert!(process.contains("dry\\-run"), "{process}");
+        // `man -l` formats the page where man is installed (it is not on minimal systems).
+        if let Ok(out) = Command::new("man")
+            .args(["-l", "-P", "cat"])
+            .arg(pages.join("stylefleet-process.1"))
+            .env("MANWIDTH", "100")
+            .output()
+        {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let shown = String::from_utf8_lossy(&out.stdout);
+            assert!(shown.contains("--dry-run"), "{shown}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The `stylefleet` command line: one video (`process`), the embedded fleet (`up`, `worker`),
-//! inspection, repair and cleanup (`status`, `dlq`, `jobs rm`, `clean`), and the models on single images (`style-image`,
-//! `styles`).
+//! inspection, repair and cleanup (`status`, `dlq`, `jobs rm`, `clean`), the models on single
+//! images (`style-image`, `styles`), and its own completions and man pages (`completions`, `man`).
 //!
 //! # Layout
 //!
@@ -64,6 +64,10 @@ enum Command {
     /// List the built-in styles, or render all of them, labelled, on a picture or a frame of a
     /// video (`--sheet`).
     Styles(commands::images::StylesArgs),
+    /// Print a shell completion script (e.g. `stylefleet completions bash`).
+    Completions(commands::docs::CompletionsArgs),
+    /// Print the man page, or write one per subcommand into a folder (`--dir`).
+    Man(commands::docs::ManArgs),
 }
 
 fn main() -> ExitCode {

@@ -2,6 +2,7 @@
 
 pub mod clean;
 pub mod dlq;
+pub mod docs;
 pub mod dry_run;
 pub mod images;
 pub mod process;
@@ -37,6 +38,8 @@ pub async fn run(command: Command, log_format: LogFormat, quiet: bool) -> anyhow
         Command::StyleImage(args) => images::style_image(args),
         Command::Sas(args) => sas::run(args).await,
         Command::Styles(args) => images::styles(args).await,
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     }
 }
 
