@@ -57,7 +57,10 @@ mod sheet {
     const SHEET: (u32, u32) = (6 * (64 + 4) + 4, 5 * (36 + CAPTION + 4) + 4);
 
     fn origin(n: u32) -> (u32, u32) {
-        (4 + (n % 6) * (TILE.0 + 4), 4 + (n / 6) * (TILE.1 + CAPTION + 4))
+        (
+            4 + (n % 6) * (TILE.0 + 4),
+            4 + (n / 6) * (TILE.1 + CAPTION + 4),
+        )
     }
 
     fn pixels(f: &Frame, x0: u32, y0: u32, w: u32, h: u32) -> Vec<[u8; 3]> {
@@ -100,7 +103,11 @@ mod sheet {
             );
         }
         // The gutter left of the first column and the empty cells of the last row are white.
-        assert!(pixels(sheet, 0, 0, 4, sheet.height).iter().all(|p| *p == white));
+        assert!(
+            pixels(sheet, 0, 0, 4, sheet.height)
+                .iter()
+                .all(|p| *p == white)
+        );
         let (x, y) = origin(27);
         let rest = pixels(sheet, x, y, sheet.width - x, TILE.1 + CAPTION);
         assert!(rest.iter().all(|p| *p == white));
@@ -122,7 +129,11 @@ mod sheet {
         ]);
         assert_ok("styles --sheet", &run);
         assert_eq!(stdout(&run).trim(), out.to_str().unwrap());
-        assert!(stderr(&run).contains("27 tiles of 64x36"), "{}", stderr(&run));
+        assert!(
+            stderr(&run).contains("27 tiles of 64x36"),
+            "{}",
+            stderr(&run)
+        );
         let sheet = read_image(&out).unwrap();
         assert_labelled_grid(&sheet);
         // The first tile is the picture itself (64x48 scaled to 64x48 then cropped to 64x36),
@@ -190,7 +201,11 @@ mod sheet {
         ] {
             let run = stylefleet(args);
             assert_eq!(run.status.code(), Some(2), "{args:?}: {}", stderr(&run));
-            assert!(stderr(&run).contains("--sheet"), "{args:?}: {}", stderr(&run));
+            assert!(
+                stderr(&run).contains("--sheet"),
+                "{args:?}: {}",
+                stderr(&run)
+            );
         }
         let run = stylefleet(["styles", "--sheet", "x.png", "-o", "y.png", "--size", "big"]);
         assert_eq!(run.status.code(), Some(2));
@@ -252,7 +267,10 @@ mod dry_run {
         assert!(text.contains("a frame at 96x64 on the CPU"), "{text}");
         // The measured cost and the estimates are numbers above zero.
         let number_after = |key: &str| -> f64 {
-            let at = text.find(key).unwrap_or_else(|| panic!("{key:?} in {text}")) + key.len();
+            let at = text
+                .find(key)
+                .unwrap_or_else(|| panic!("{key:?} in {text}"))
+                + key.len();
             text[at..]
                 .split_whitespace()
                 .next()
@@ -301,7 +319,11 @@ mod dry_run {
             "--dry-run".as_ref(),
         ]);
         assert!(!run.status.success());
-        assert!(!data.exists(), "a refused dry run created {}", data.display());
+        assert!(
+            !data.exists(),
+            "a refused dry run created {}",
+            data.display()
+        );
     }
 }
 
@@ -313,7 +335,10 @@ mod docs {
         let run = stylefleet(["completions", "bash"]);
         assert_ok("completions bash", &run);
         let script = stdout(&run);
-        assert!(script.contains("complete -F"), "not a bash completion script");
+        assert!(
+            script.contains("complete -F"),
+            "not a bash completion script"
+        );
         for sub in [
             "process",
             "up",
@@ -341,7 +366,11 @@ mod docs {
     fn man_writes_a_page_per_subcommand_that_man_reads() {
         let run = stylefleet(["man"]);
         assert_ok("man", &run);
-        assert!(stdout(&run).starts_with(".ie \\n(.g .ds Aq"), "{}", stdout(&run));
+        assert!(
+            stdout(&run).starts_with(".ie \\n(.g .ds Aq"),
+            "{}",
+            stdout(&run)
+        );
         assert!(stdout(&run).contains(".TH stylefleet 1"));
 
         let dir = tempfile::tempdir().unwrap();
@@ -377,7 +406,11 @@ mod docs {
             .env("MANWIDTH", "100")
             .output()
         {
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let shown = String::from_utf8_lossy(&out.stdout);
             assert!(shown.contains("--dry-run"), "{shown}");
         }

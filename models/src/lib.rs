@@ -48,6 +48,6 @@ pub mod stylize;
 pub use error::ModelError;
 pub use frame::{Frame, read_image, write_image};
 pub use multistyle::MultiStyle;
-pub use spec::{StyleInfo, StyleOptions, StyleSpec, styles};
 pub use sheet::{SheetLayout, contact_sheet};
+pub use spec::{StyleInfo, StyleOptions, StyleSpec, styles};
 pub use stylize::{Stylizer, device};

@@ -204,7 +204,11 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 pub fn draw_text(frame: &mut Frame, x: u32, y: u32, text: &str, scale: u32, max_width: u32) {
     let scale = scale.max(1);
     for (i, ch) in text.chars().enumerate() {
-        let code = if ch.is_ascii() { ch as usize } else { '?' as usize };
+        let code = if ch.is_ascii() {
+            ch as usize
+        } else {
+            '?' as usize
+        };
         let glyph = font8x8::legacy::BASIC_LEGACY[code];
         let gx = x + i as u32 * GLYPH * scale;
         for (row, bits) in glyph.iter().enumerate() {
@@ -236,14 +240,20 @@ mod tests {
     #[test]
     fn labels_wrap_at_spaces_and_hyphens_and_stay_whole() {
         assert_eq!(wrap("25 blue-orange-hatch", 32), ["25 blue-orange-hatch"]);
-        assert_eq!(wrap("25 blue-orange-hatch", 8), ["25 blue-", "orange-", "hatch"]);
+        assert_eq!(
+            wrap("25 blue-orange-hatch", 8),
+            ["25 blue-", "orange-", "hatch"]
+        );
         assert_eq!(wrap("original", 8), ["original"]);
         // A word longer than the line is cut inside.
         assert_eq!(wrap("original", 3), ["ori", "gin", "al"]);
         for width in 1..40 {
             for label in labels() {
                 let lines = wrap(&label, width);
-                assert!(lines.iter().all(|l| l.chars().count() <= width), "{lines:?}");
+                assert!(
+                    lines.iter().all(|l| l.chars().count() <= width),
+                    "{lines:?}"
+                );
                 assert_eq!(lines.concat().replace(' ', ""), label.replace(' ', ""));
             }
         }

@@ -54,7 +54,8 @@ pub async fn run(
     workers: usize,
 ) -> anyhow::Result<ExitCode> {
     let settings = super::settings(Some(planning));
-    let meta = std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let meta =
+        std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
     if !meta.is_file() {
         anyhow::bail!("{} is not a file", input.display());
     }
@@ -79,7 +80,7 @@ pub async fn run(
             r => format!(" (shown turned {r} degrees)"),
         },
         v.codec_name,
-        megabytes(meta.len()),
+        human_bytes(meta.len()),
     );
     println!(
         "plan     {} batches of up to {} frames (the last has {}), {} queued at a time; {workers} worker{}",
@@ -97,11 +98,7 @@ pub async fn run(
     let measured = measure(style, &settings, &probe, sample).await?;
     println!(
         "model    {:.3} s a frame at {}x{} on {} (measured now: the faster of two calls of one frame; loading took {:.2} s)",
-        measured.seconds_per_frame,
-        v.width,
-        v.height,
-        measured.device,
-        measured.load_seconds,
+        measured.seconds_per_frame, v.width, v.height, measured.device, measured.load_seconds,
     );
     println!(
         "time     about {} of styling ({frames} frames x {:.3} s; the workers share this machine's {}), plus decoding, encoding{} and the stitch",
@@ -134,16 +131,16 @@ pub async fn run(
     println!(
         "disk     about {} in {} (input copy {}, working copy {}, chunks {}, output {}) and {} for {}; \
          estimated from a keyframe of {} and a following frame of {} (video only; audio is copied as it is)",
-        megabytes(data_total),
+        human_bytes(data_total),
         location.data.display(),
-        megabytes(source),
-        megabytes(source),
-        megabytes(chunks),
-        megabytes(styled),
-        megabytes(styled),
+        human_bytes(source),
+        human_bytes(source),
+        human_bytes(chunks),
+        human_bytes(styled),
+        human_bytes(styled),
         output.display(),
-        kilobytes(bytes.key),
-        kilobytes(bytes.next),
+        human_bytes(bytes.key),
+        human_bytes(bytes.next),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -223,7 +220,9 @@ async fn measure(
     _: &Probe,
     _: Vec<Vec<u8>>,
 ) -> anyhow::Result<Measured> {
-    anyhow::bail!("this build has no models (built without the `style` feature): nothing to measure")
+    anyhow::bail!(
+        "this build has no models (built without the `style` feature): nothing to measure"
+    )
 }
 
 /// What the styled sample frames take once encoded: a keyframe (the first alone) and a following
@@ -238,9 +237,8 @@ async fn frame_bytes(
     let Some(first) = styled.first() else {
         anyhow::bail!("the model returned no frame")
     };
-    let one =
-        stylefleet::media::encoded_size(std::slice::from_ref(first), width, height, encoder)
-            .await?;
+    let one = stylefleet::media::encoded_size(std::slice::from_ref(first), width, height, encoder)
+        .await?;
     if styled.len() < 2 {
         return Ok(FrameBytes {
             key: one,
@@ -254,12 +252,14 @@ async fn frame_bytes(
     })
 }
 
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-fn kilobytes(bytes: u64) -> String {
-    format!("{:.1} kB", bytes as f64 / 1e3)
+/// `850 kB`, `12.3 MB`, `4.1 GB`.
+fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000_000 => format!("{:.1} kB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.1} GB", b / 1e9),
+    }
 }
 
 /// `42 s`, `3 min 20 s`, `2 h 05 min`.
@@ -283,6 +283,13 @@ mod tests {
         assert_eq!(b.stream(16, 250), 100 + 15 * 10);
         assert_eq!(b.stream(251, 250), 2 * 100 + 249 * 10);
         assert_eq!(b.stream(0, 250), 0);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(7_300), "7.3 kB");
+        assert_eq!(human_bytes(12_345_678), "12.3 MB");
+        assert_eq!(human_bytes(4_100_000_000), "4.1 GB");
     }
 
     #[test]
