@@ -5,10 +5,7 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Output};
-
-use support::clips;
 
 fn stylefleet<I, S>(args: I) -> Output
 where
@@ -46,7 +43,10 @@ fn assert_ok(what: &str, out: &Output) {
 
 #[cfg(feature = "style")]
 mod sheet {
+    use std::path::Path;
+
     use super::*;
+    use crate::support::clips;
     use stylefleet_models::{Frame, read_image};
 
     // The geometry of a sheet of 64x36 tiles: 6 columns and 5 rows of 27 tiles, 4-pixel
@@ -235,6 +235,7 @@ mod sheet {
 #[cfg(feature = "style")]
 mod dry_run {
     use super::*;
+    use crate::support::clips;
 
     #[test]
     fn a_dry_run_plans_measures_and_writes_nothing() {

@@ -63,7 +63,7 @@ pub async fn frame_at(
 ) -> Result<Still, MediaError> {
     let index = frame_index_at(probe, seconds)?;
     let mut frames = decode_frames(source, probe, index..index + 1).await?;
-    let data = frames.pop().ok_or_else(|| MediaError::FrameCount {
+    let data = frames.pop().ok_or(MediaError::FrameCount {
         step: "decode a still",
         expected: 1,
         actual: 0,
