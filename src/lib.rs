@@ -13,7 +13,8 @@
 //!   suite (feature `conformance`, for tests).
 //! - [`media`]: ffprobe, exact frame-range decode, chunk encode, stitch, verify.
 //! - [`stage`]: split, style (feature `style`), aggregate; [`consume`]: the receive/renew/settle loop.
-//! - [`fleet`]: the embedded fleet: watcher, worker processes, autoscaler, `process` for one video.
+//! - [`fleet`]: the embedded fleet: watcher, worker processes, autoscaler, `process` for one video;
+//!   [`fleet::ui`]: the live web page of `up --ui` (jobs, frames, failures, dead-letter replay).
 //! - [`inspect`] and [`dlq`]: what `status` and `dlq` show and do; [`presence`]: which consume
 //!   loops run now (how `status` tells an interrupted job); [`clean`]: removing finished jobs.
 //! - [`settings`]: batch size, limits, encoder, retry policy, temporal stabilisation.

@@ -1,16 +1,19 @@
 //! The embedded fleet on one machine: a folder watcher that splits new uploads, worker processes
 //! scaled by the KEDA rule, the aggregator, and a reconciler that turns dead letters into failed
 //! jobs. `stylefleet up` runs [`run`]; `stylefleet process` runs [`process`] for one video through
-//! the same pieces.
+//! the same pieces. [`ui`] is the web page `up --ui` serves beside it.
 
 pub mod autoscale;
 pub mod process;
+pub mod ui;
 pub mod watcher;
 pub mod workers;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::{ConsumeOptions, StitchHandler, consume};
@@ -38,9 +41,26 @@ pub struct FleetOptions {
     pub grace: Duration,
 }
 
+/// The worker count as the autoscaler moves it, published by [`run`] after every decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerCount {
+    /// Worker processes running (not counting those draining).
+    pub running: usize,
+    /// The most there may be.
+    pub max: usize,
+    /// Batch messages waiting or in flight, from which the autoscaler decided.
+    pub backlog: u64,
+}
+
 /// Runs the fleet until `shutdown` is cancelled, then drains: workers finish or release their
-/// batch, the aggregator finishes its stitch.
-pub async fn run(ctx: &Context, options: &FleetOptions, shutdown: CancellationToken) {
+/// batch, the aggregator finishes its stitch. The worker count goes to `worker_count` as it changes
+/// (nothing needs to listen).
+pub async fn run(
+    ctx: &Context,
+    options: &FleetOptions,
+    shutdown: CancellationToken,
+    worker_count: &watch::Sender<WorkerCount>,
+) {
     crate::setup::sweep_leftovers(ctx, crate::setup::CLI_UPLOADS).await;
     let aggregator = {
         let ctx = ctx.clone();
@@ -75,6 +95,14 @@ pub async fn run(ctx: &Context, options: &FleetOptions, shutdown: CancellationTo
         if let Err(e) = pool.scale_to(target) {
             tracing::error!(error = %e, "cannot start a worker");
         }
+        worker_count.send_if_modified(|count| {
+            let now = WorkerCount {
+                running: pool.len(),
+                max: options.scale.max_workers,
+                backlog,
+            };
+            std::mem::replace(count, now) != now
+        });
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(options.poll) => {}
@@ -82,6 +110,7 @@ pub async fn run(ctx: &Context, options: &FleetOptions, shutdown: CancellationTo
     }
     tracing::info!("draining: stopping workers and the aggregator");
     pool.shutdown(options.grace + Duration::from_secs(5)).await;
+    worker_count.send_modify(|count| count.running = 0);
     match aggregator.await {
         Ok(Ok(report)) => tracing::info!(
             stitched = report.completed,

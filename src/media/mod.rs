@@ -14,6 +14,7 @@
 //! - [`verify()`], [`verify_chunk`]: ffprobe checks of an output against its source.
 //! - [`still`]: one frame as displayed ([`frame_at`]), and the encoded size of sample frames
 //!   ([`encoded_size`]).
+//! - [`jpeg_thumbnail`]: one decoded frame, upright, as a small JPEG (the fleet's web page).
 //! - [`time`]: exact rational time arithmetic.
 //!
 //! # Frame-exactness
@@ -31,6 +32,7 @@ pub mod probe;
 pub mod stabilise;
 pub mod still;
 pub mod stitch;
+pub mod thumbnail;
 pub mod time;
 pub mod verify;
 
@@ -43,5 +45,6 @@ pub use probe::{FormatInfo, FrameTime, Probe, StreamInfo, VideoStream, probe};
 pub use stabilise::{StabiliseReport, stitch_stabilised};
 pub use still::{Still, encoded_size, frame_at, frame_index_at};
 pub use stitch::stitch;
+pub use thumbnail::jpeg_thumbnail;
 pub use time::Rational;
 pub use verify::{compare, verify, verify_chunk};

@@ -1,5 +1,6 @@
 //! `stylefleet up`: the embedded fleet (watcher, autoscaled workers, aggregator) until Ctrl-C.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,7 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use stylefleet::fleet::autoscale::ScaleRule;
-use stylefleet::fleet::{self, FleetOptions};
+use stylefleet::fleet::ui::{self, UiOptions};
+use stylefleet::fleet::{self, FleetOptions, WorkerCount};
 use stylefleet::lifecycle::{parse_seconds, shutdown_on_signals};
 use stylefleet::terminal;
 
@@ -38,9 +40,34 @@ pub struct UpArgs {
     /// Seconds a worker may finish its batch after being asked to stop.
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
     grace: Duration,
+    /// Serve a live web page of the fleet at this address (`127.0.0.1:8080`, `localhost:8080`):
+    /// jobs, frames, failures, dead letters with replay, workers.
+    #[arg(long, value_name = "ADDR", value_parser = parse_ui_addr)]
+    ui: Option<SocketAddr>,
+    /// Let `--ui` listen on an address other than loopback: anyone who reaches it can replay
+    /// dead letters.
+    #[arg(long, requires = "ui")]
+    ui_public: bool,
+}
+
+/// An address for `--ui`: `IP:PORT`, or `localhost:PORT` for the IPv4 loopback.
+fn parse_ui_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|_| format!("bad port in {s:?}"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:8080"))
 }
 
 pub async fn run(args: UpArgs, log_format: LogFormat, quiet: bool) -> anyhow::Result<ExitCode> {
+    let ui_options = args.ui.map(|addr| UiOptions {
+        addr,
+        public: args.ui_public,
+    });
+    if let Some(options) = &ui_options {
+        ui::check_addr(options)?;
+    }
     let ctx = super::context(&args.location, Some(&args.planning)).await?;
     let options = FleetOptions {
         scale: ScaleRule {
@@ -53,6 +80,19 @@ pub async fn run(args: UpArgs, log_format: LogFormat, quiet: bool) -> anyhow::Re
         poll: args.poll,
         settle: args.settle,
         grace: args.grace,
+    };
+    let shutdown = shutdown_on_signals("the work in hand")?;
+    let (worker_count, watched) = tokio::sync::watch::channel(WorkerCount::default());
+    let page = match &ui_options {
+        Some(ui_options) => {
+            let page = ui::start(ctx.clone(), ui_options, watched, shutdown.clone()).await?;
+            tracing::info!(url = %page.url(), "web page up");
+            if !quiet {
+                terminal::eprint_line(&format!("web page at {}", page.url()));
+            }
+            Some(page)
+        }
+        None => None,
     };
     let input = match ctx.store.local_path("input") {
         Some(local) => {
@@ -67,7 +107,10 @@ pub async fn run(args: UpArgs, log_format: LogFormat, quiet: bool) -> anyhow::Re
             input.display()
         ));
     }
-    fleet::run(&ctx, &options, shutdown_on_signals("the work in hand")?).await;
+    fleet::run(&ctx, &options, shutdown, &worker_count).await;
+    if let Some(page) = page {
+        page.stopped().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
