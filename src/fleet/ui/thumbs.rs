@@ -44,13 +44,16 @@ pub enum ThumbError {
     Media(#[from] MediaError),
 }
 
+/// A chunk's pair, made once: concurrent requests wait for the same making, and a failed making
+/// leaves the cell empty so that a later request tries again.
+type Slot = Arc<OnceCell<Pair>>;
+
 /// The made pairs, by chunk key.
 #[derive(Debug)]
 pub struct Thumbnails {
     ctx: Context,
-    /// One cell per chunk: concurrent requests for one chunk wait for the same making, and a
-    /// failed making leaves the cell empty so that a later request tries again.
-    made: Mutex<HashMap<(JobId, u32), Arc<OnceCell<Pair>>>>,
+    /// One slot per chunk key (job, batch).
+    made: Mutex<HashMap<(JobId, u32), Slot>>,
     /// Makes one pair at a time: a page opened on many jobs must not start ffmpeg for each at once.
     making: Semaphore,
 }
