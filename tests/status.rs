@@ -51,7 +51,6 @@ impl Case {
             out.into(),
             "--style".into(),
             "0".into(),
-            "--quiet".into(),
             "--workers".into(),
             "1".into(),
             "--batch-frames".into(),
