@@ -8,7 +8,9 @@
 //! - `args.rs`: arguments several subcommands share (location, planning, style).
 //! - `commands/`: one module per subcommand, each with its own arguments and what it does;
 //!   `commands/mod.rs` dispatches and builds what they share (the stage context, the worker
-//!   command line).
+//!   command line); `commands/sheet.rs` serves `styles --sheet` (tile sizes, a picture or a
+//!   video frame), `commands/dry_run.rs` serves `process --dry-run`, `commands/docs.rs` the
+//!   completions and man pages.
 
 mod args;
 mod commands;
