@@ -272,15 +272,29 @@ impl BatchPlan {
     }
 }
 
-/// Cuts `frame_count` frames into batches of `batch_size` (the last may be shorter): every frame is
-/// in exactly one batch, which is the point of doing it here rather than with a division at the
-/// call site.
+/// Cuts `frame_count` frames into the fewest batches of at most `batch_size` frames, of sizes
+/// that differ by one at most (the longer ones first): 100 frames at 16 become 7 batches of 15
+/// and 14, not six of 16 and one of 4, so the last batch of a job is not a short one that runs
+/// alone while the other workers wait (every batch costs about the same). Every frame is in
+/// exactly one batch, which is the point of doing it here rather than with a division at the
+/// call site. A manifest keeps the plan it was made with, so jobs planned before keep theirs.
 pub fn plan_batches(frame_count: u64, batch_size: u64) -> Vec<BatchPlan> {
     let batch_size = batch_size.max(1);
-    (0..frame_count.div_ceil(batch_size))
-        .map(|i| BatchPlan {
-            index: i as u32,
-            frames: [i * batch_size, ((i + 1) * batch_size).min(frame_count)],
+    let count = frame_count.div_ceil(batch_size);
+    let (base, longer) = match count {
+        0 => (0, 0),
+        n => (frame_count / n, frame_count % n),
+    };
+    let mut start = 0;
+    (0..count)
+        .map(|i| {
+            let len = base + u64::from(i < longer);
+            let batch = BatchPlan {
+                index: i as u32,
+                frames: [start, start + len],
+            };
+            start += len;
+            batch
         })
         .collect()
 }
@@ -430,19 +444,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plan_covers_every_frame_once() {
-        for (frames, size) in [(1, 16), (16, 16), (17, 16), (133, 16), (823, 10), (5, 1)] {
-            let plan = plan_batches(frames, size);
-            let mut next = 0;
-            for (i, b) in plan.iter().enumerate() {
-                assert_eq!(b.index as usize, i);
-                assert_eq!(b.frames[0], next);
-                assert!(!b.is_empty() && b.len() <= size);
-                next = b.frames[1];
+    fn plan_covers_every_frame_once_in_balanced_batches() {
+        for frames in (0..=70).chain([100, 133, 823, 1000, 7919]) {
+            for size in [1, 2, 3, 5, 7, 10, 16, 64] {
+                let plan = plan_batches(frames, size);
+                assert_eq!(plan.len() as u64, frames.div_ceil(size), "fewest batches");
+                let mut next = 0;
+                for (i, b) in plan.iter().enumerate() {
+                    assert_eq!(b.index as usize, i);
+                    assert_eq!(b.frames[0], next, "contiguous");
+                    assert!(!b.is_empty() && b.len() <= size, "{frames}/{size}: {b:?}");
+                    next = b.frames[1];
+                }
+                assert_eq!(next, frames, "{frames} frames in batches of {size}");
+                let (min, max) = (
+                    plan.iter().map(BatchPlan::len).min(),
+                    plan.iter().map(BatchPlan::len).max(),
+                );
+                if let (Some(min), Some(max)) = (min, max) {
+                    assert!(max - min <= 1, "{frames}/{size}: sizes {min}..={max}");
+                }
             }
-            assert_eq!(next, frames, "{frames} frames in batches of {size}");
         }
         assert!(plan_batches(0, 16).is_empty());
+    }
+
+    #[test]
+    fn plan_spreads_the_tail() {
+        let sizes = |frames, size| -> Vec<u64> {
+            plan_batches(frames, size).iter().map(BatchPlan::len).collect()
+        };
+        assert_eq!(sizes(100, 16), [15, 15, 14, 14, 14, 14, 14]);
+        assert_eq!(sizes(23, 5), [5, 5, 5, 4, 4]);
+        assert_eq!(sizes(32, 16), [16, 16]);
+        assert_eq!(sizes(132, 16), [15, 15, 15, 15, 15, 15, 14, 14, 14]);
+        assert_eq!(sizes(5, 0), [1, 1, 1, 1, 1], "a size of 0 counts as 1");
     }
 
     #[test]
