@@ -116,6 +116,7 @@ async fn prepare(data: &Path, source: &Path, batch_frames: u64) -> anyhow::Resul
             frames: batch.len(),
             timings: Default::default(),
             worker: "stitch_memory".into(),
+            encoder: None,
             at: now_secs(),
             started_at: None,
             attempt: None,

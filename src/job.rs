@@ -400,6 +400,10 @@ pub struct DoneMarker {
     pub timings: std::collections::BTreeMap<String, f64>,
     /// Which worker did it.
     pub worker: String,
+    /// The ffmpeg encoder that wrote the chunk (what `auto` became on that worker); absent in
+    /// markers written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
     /// Seconds since the epoch.
     pub at: f64,
     /// When the worker started on the batch (seconds since the epoch); absent in markers written

@@ -199,7 +199,9 @@ where
 
 /// `settings` with what the environment overrides, for processes that take no flags (the
 /// Functions app): `STYLEFLEET_BATCH_FRAMES`, `STYLEFLEET_MODEL_BATCH`, `STYLEFLEET_MAX_BYTES`,
-/// `STYLEFLEET_MAX_DURATION_SECS` and `STYLEFLEET_TEMPORAL` (`on`, `off` or a strength 0..1).
+/// `STYLEFLEET_MAX_DURATION_SECS`, `STYLEFLEET_TEMPORAL` (`on`, `off` or a strength 0..1), and
+/// the encoder of new jobs: `STYLEFLEET_CODEC` (`auto`, `libx264`, `h264_nvenc`),
+/// `STYLEFLEET_PRESET` (an x264 preset) and `STYLEFLEET_CRF` (0..=51).
 pub fn settings_from_env(mut settings: Settings) -> Result<Settings, SetupError> {
     if let Some(n) = env_number("STYLEFLEET_BATCH_FRAMES", 1u64)? {
         settings.batch_frames = n;
@@ -215,6 +217,36 @@ pub fn settings_from_env(mut settings: Settings) -> Result<Settings, SetupError>
     }
     if let Some(d) = env_secs("STYLEFLEET_MAX_DURATION_SECS", false)? {
         settings.limits.max_duration_s = d.as_secs_f64();
+    }
+    if let Ok(value) = std::env::var("STYLEFLEET_CODEC") {
+        let codec = value
+            .parse::<crate::media::Codec>()
+            .map_err(|reason| SetupError::Env {
+                name: "STYLEFLEET_CODEC",
+                value,
+                reason,
+            })?;
+        settings.encoder.codec = codec.as_str().into();
+    }
+    if let Ok(value) = std::env::var("STYLEFLEET_PRESET") {
+        let preset = value
+            .parse::<crate::media::Preset>()
+            .map_err(|reason| SetupError::Env {
+                name: "STYLEFLEET_PRESET",
+                value,
+                reason,
+            })?;
+        settings.encoder.preset = preset.as_str().into();
+    }
+    if let Some(crf) = env_number("STYLEFLEET_CRF", 0u8)? {
+        if crf > crate::media::codec::MAX_CRF {
+            return Err(SetupError::Env {
+                name: "STYLEFLEET_CRF",
+                value: crf.to_string(),
+                reason: format!("must be at most {}", crate::media::codec::MAX_CRF),
+            });
+        }
+        settings.encoder.crf = crf;
     }
     if let Ok(value) = std::env::var("STYLEFLEET_TEMPORAL") {
         settings.temporal =

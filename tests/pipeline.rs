@@ -5,14 +5,17 @@
 //! - the same event twice, and the same bytes uploaded twice, make one job;
 //! - malformed messages are dead-lettered on first delivery with a reason, and replaying a
 //!   dead-lettered batch brings its job to done (`--dry-run` changes nothing);
-//! - bad inputs fail their own job with a one-line reason and touch nothing else.
+//! - bad inputs fail their own job with a one-line reason and touch nothing else;
+//! - the encoder options (`--crf`, `--preset`, `--codec`) reach the manifest, the chunks and the
+//!   output, a bad value is refused before anything is written, and a worker says which encoder
+//!   `auto` became (libx264 where a probe of h264_nvenc fails).
 //!
 //! Every test works in its own data folder with short queue timings (see
 //! `support::pipeline::FAST_QUEUE`) on clips of a few dozen small frames.
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use stylefleet::consume::{ConsumeOptions, StitchHandler, consume};
 use stylefleet::job::StyleChoice;
@@ -769,4 +772,168 @@ async fn the_fleet_fails_each_bad_input_alone_while_a_good_clip_completes() {
     );
     assert_frame_exact(&good, &data.join("output/0/good.mp4")).await;
     nothing_queued(&data).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder options
+// ---------------------------------------------------------------------------------------------
+
+/// `process` of `clip` in its own data folder `dir/<name>` with the encoder options `options`;
+/// returns the data folder and the output.
+fn process_with(dir: &Path, name: &str, clip: &Path, options: &[&str]) -> (PathBuf, PathBuf) {
+    let data = dir.join(name);
+    let out = dir.join(format!("{name}.mp4"));
+    let mut args = vec![
+        "process".as_ref(),
+        clip.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--style".as_ref(),
+        "0".as_ref(),
+        "--quiet".as_ref(),
+        "--workers".as_ref(),
+        "1".as_ref(),
+        "--batch-frames".as_ref(),
+        "4".as_ref(),
+    ];
+    args.extend(options.iter().map(std::ffi::OsStr::new));
+    let run = sp::stylefleet(&data, args);
+    assert_success(&format!("process {options:?}"), &run);
+    (data, out)
+}
+
+/// The bytes of every chunk of the one job in `data`.
+fn chunk_bytes(data: &Path) -> u64 {
+    let jobs = sp::job_dirs(data);
+    let [job] = jobs.as_slice() else {
+        panic!("one job expected, found {jobs:?}")
+    };
+    let chunks = data.join("jobs").join(job).join("chunks");
+    sp::files(&chunks)
+        .iter()
+        .map(|f| std::fs::metadata(chunks.join(f)).unwrap().len())
+        .sum()
+}
+
+#[tokio::test]
+async fn encoder_options_reach_the_manifest_the_chunks_and_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clips::pattern_with_aac(dir.path(), "detail.mp4", "mandelbrot", 96, 64, 8, 25);
+    let (rough, rough_out) = process_with(
+        dir.path(),
+        "rough",
+        &clip,
+        &["--crf", "30", "--preset", "ultrafast"],
+    );
+    assert_frame_exact(&clip, &rough_out).await;
+    let job = &sp::job_dirs(&rough)[0];
+    let manifest = support::fleet::manifest(&rough, job);
+    assert_eq!(manifest["encoder"]["crf"], 30, "{manifest}");
+    assert_eq!(manifest["encoder"]["preset"], "ultrafast", "{manifest}");
+    assert_eq!(manifest["encoder"]["codec"], "auto", "{manifest}");
+    let marker = support::fleet::done_marker(&rough, job, 0);
+    let encoder = marker["encoder"].as_str().unwrap_or_default();
+    assert!(
+        ["libx264", "h264_nvenc"].contains(&encoder),
+        "the done marker names the encoder that ran: {marker}"
+    );
+
+    let (fine, fine_out) = process_with(
+        dir.path(),
+        "fine",
+        &clip,
+        &["--crf", "10", "--preset", "ultrafast", "--codec", "libx264"],
+    );
+    assert_frame_exact(&clip, &fine_out).await;
+    let fine_job = &sp::job_dirs(&fine)[0];
+    assert_ne!(fine_job, job, "the encoder is part of the job's identity");
+    assert_eq!(
+        support::fleet::done_marker(&fine, fine_job, 0)["encoder"],
+        "libx264"
+    );
+    let (rough_bytes, fine_bytes) = (chunk_bytes(&rough), chunk_bytes(&fine));
+    assert!(
+        rough_bytes < fine_bytes,
+        "CRF 30 chunks ({rough_bytes} bytes) are smaller than CRF 10 chunks ({fine_bytes} bytes)"
+    );
+    let size = |f: &Path| std::fs::metadata(f).unwrap().len();
+    assert!(
+        size(&rough_out) < size(&fine_out),
+        "the output follows the chunks' settings (stabilised outputs are encoded again)"
+    );
+}
+
+#[test]
+fn bad_encoder_values_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("never-read.mp4");
+    for (args, env, words) in [
+        (&["--crf", "52"][..], None, "--crf"),
+        (&["--crf=-1"][..], None, "--crf"),
+        (&["--preset", "turbo"][..], None, "--preset"),
+        (&["--codec", "vp9"][..], None, "--codec"),
+        (&[][..], Some(("STYLEFLEET_CRF", "99")), "--crf"),
+        (&[][..], Some(("STYLEFLEET_PRESET", "warp")), "--preset"),
+    ] {
+        let data = dir.path().join("data");
+        let mut cmd = sp::command(&data, ["process", "--style", "0", "--quiet"]);
+        cmd.arg(&clip).args(args);
+        if let Some((name, value)) = env {
+            cmd.env(name, value);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(words), "{args:?} {env:?}: {stderr}");
+        assert!(!data.exists(), "{args:?} {env:?} wrote {}", data.display());
+    }
+}
+
+#[test]
+fn a_worker_says_which_encoder_auto_became() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = |codec: Option<&str>| {
+        let mut cmd = sp::command(&dir.path().join("data"), ["worker", "--exit-when-idle", "0.2"]);
+        cmd.env("RUST_LOG", "info");
+        if let Some(codec) = codec {
+            cmd.env("STYLEFLEET_CODEC", codec);
+        }
+        let out = cmd.output().unwrap();
+        assert_success("stylefleet worker", &out);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let lines: Vec<String> = stderr
+            .lines()
+            .filter(|l| l.contains("chunk encoder"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(lines.len(), 1, "one line says which encoder runs:\n{stderr}");
+        lines[0].clone()
+    };
+    let detected = worker(None);
+    let ffmpeg_has_nvenc = String::from_utf8_lossy(
+        &std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-encoders"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .contains(" h264_nvenc ");
+    let gpu = Path::new("/dev/nvidia0").exists();
+    match (ffmpeg_has_nvenc, gpu) {
+        (false, _) => assert!(
+            detected.contains("libx264") && detected.contains("no h264_nvenc"),
+            "{detected}"
+        ),
+        // The probe encode is what tells: ffmpeg lists the encoder, the machine has no NVENC.
+        (true, false) => assert!(
+            detected.contains("libx264") && detected.contains("probe encode failed"),
+            "{detected}"
+        ),
+        (true, true) => assert!(detected.contains("h264_nvenc"), "{detected}"),
+    }
+    let forced = worker(Some("libx264"));
+    assert!(
+        forced.contains("libx264") && forced.contains("chosen by"),
+        "{forced}"
+    );
 }

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::codec::encoder_args;
 use super::command::FfCommand;
 use super::verify::verify_chunk;
 use super::{MediaError, Probe};
@@ -36,7 +37,7 @@ use super::{MediaError, Probe};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EncoderSettings {
-    /// ffmpeg encoder name.
+    /// ffmpeg encoder name, or `auto` (see [`Codec`](super::Codec)).
     pub codec: String,
     /// Constant rate factor (lower is better quality).
     pub crf: u8,
@@ -47,12 +48,22 @@ pub struct EncoderSettings {
 }
 
 impl Default for EncoderSettings {
-    /// H.264 (libx264), CRF 18 (visually transparent), `medium`, `yuv420p`.
+    /// H.264 (`auto`: NVENC where the encoding process has it, else libx264), `veryfast` at CRF
+    /// 16, `yuv420p`. Chosen by `scripts/bench-encoder.sh` (the network's real output, 60 frames
+    /// of Big Buck Bunny at 1280x720, x264 on one thread, PSNR of the decoded chunk against the
+    /// uncompressed styled frames; `bench/results/2026-12-02-encoder-cpu.md`): the fastest
+    /// preset whose candidates stay within 0.5 dB and 1.35x the size of the previous default,
+    /// `medium` CRF 18 (39.95 dB, 4.97 MB). `veryfast` CRF 16: +0.35 dB, 1.27x the size, 2.45x
+    /// the frames/s in that (loaded, noisy) run, 2.6-3x on a quiet machine in the issue's; CRF
+    /// 17 was as fast but only 0.08 dB inside the bound (-0.42 dB) and the
+    /// loss depends on the pictures (the run on other frames found CRF 16 0.8 dB under),
+    /// so CRF 16 keeps a margin on both bounds; CRF 15 is 1.44x the size, and `superfast` needs
+    /// CRF 15 (1.58x) to keep the quality.
     fn default() -> Self {
         Self {
-            codec: "libx264".into(),
-            crf: 18,
-            preset: "medium".into(),
+            codec: super::Codec::default().as_str().into(),
+            crf: super::codec::DEFAULT_CRF,
+            preset: super::codec::DEFAULT_PRESET.as_str().into(),
             pix_fmt: "yuv420p".into(),
         }
     }
@@ -78,10 +89,19 @@ impl EncoderSettings {
         }
     }
 
+    /// The ffmpeg encoder that runs for these settings in this process: `codec`, or for `auto`
+    /// what [`resolve_auto`](super::codec::resolve_auto) found.
+    pub async fn encoder(&self) -> &str {
+        match self.codec.as_str() {
+            "auto" => super::codec::resolve_auto().await.encoder,
+            codec => codec,
+        }
+    }
+
     /// The codec name ffprobe reports for what this encoder writes, when known.
     pub(crate) fn codec_name(&self) -> Option<&'static str> {
         match self.codec.as_str() {
-            "libx264" | "h264" | "h264_nvenc" => Some("h264"),
+            "auto" | "libx264" | "h264" | "h264_nvenc" => Some("h264"),
             "libx265" | "hevc" | "hevc_nvenc" => Some("hevc"),
             "libsvtav1" | "libaom-av1" | "librav1e" | "av1_nvenc" => Some("av1"),
             "libvpx-vp9" => Some("vp9"),
@@ -181,14 +201,11 @@ pub(crate) async fn encode_command(
             "-enc_time_base",
             &format!("1/{}", tb.den),
         ])
-        .args([
-            "-c:v",
-            &settings.codec,
-            "-preset",
+        .args(encoder_args(
+            settings.encoder().await,
             &settings.preset,
-            "-crf",
-            &settings.crf.to_string(),
-        ])
+            settings.crf,
+        ))
         .args(["-pix_fmt", settings.pix_fmt_for(v.width, v.height)])
         .args([
             "-video_track_timescale",

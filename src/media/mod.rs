@@ -9,6 +9,8 @@
 //! - [`check`]: size limits ([`Limits`]).
 //! - [`decode_frames`]: a frame range to RGB24, seeking to the nearest keyframe.
 //! - [`encode_chunk`]: RGB24 frames to an mp4 chunk with exact timestamps ([`EncoderSettings`]).
+//! - [`codec`]: the codec and preset names, each encoder's arguments, and `auto` resolved once
+//!   per process (`h264_nvenc` where a probe encode works, else `libx264`).
 //! - [`stitch()`]: chunks plus the source's audio and subtitles into the output mp4.
 //! - [`stitch_stabilised`]: the same, with the frames temporally stabilised in one streaming pass.
 //! - [`verify()`], [`verify_chunk`]: ffprobe checks of an output against its source.
@@ -23,6 +25,7 @@
 //! frame, VFR included), stored size and rotation; audio and subtitles are stream copies. The
 //! module docs of [`decode`], [`encode`] and [`stitch`](mod@stitch) say how each step keeps that.
 
+pub mod codec;
 mod command;
 pub mod decode;
 pub mod encode;
@@ -38,6 +41,7 @@ pub mod verify;
 
 pub use command::{runnable_tools, tool_path};
 pub use decode::decode_frames;
+pub use codec::{Codec, Preset};
 pub use encode::{EncoderSettings, encode_chunk};
 pub use error::MediaError;
 pub use limits::{Limits, check};

@@ -257,6 +257,7 @@ impl StyleStage {
             frames: range.end - range.start,
             timings,
             worker: ctx.worker_name.clone(),
+            encoder: Some(manifest.encoder.encoder().await.to_owned()),
             at: now_secs(),
             started_at: Some(started_at),
             attempt: Some(attempt),

@@ -6,6 +6,7 @@
 use clap::Parser;
 
 pub use stylefleet::lifecycle::ServiceArgs;
+pub use stylefleet::media::Codec;
 pub use stylefleet::settings::DeviceChoice;
 
 /// Everything the worker reads besides the location; `stylefleet-worker --help` lists each flag
@@ -26,6 +27,10 @@ pub struct WorkerConfig {
         default_value_t
     )]
     pub device: DeviceChoice,
+    /// The encoder of chunks whose job leaves it to the worker (`auto`): `auto` probes for
+    /// NVENC at start, `libx264` or `h264_nvenc` forces one. A job that names its codec gets it.
+    #[arg(long, env = "STYLEFLEET_CODEC", value_enum, ignore_case = true, default_value_t)]
+    pub codec: Codec,
     /// The health endpoint and the shutdown timings.
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -58,8 +63,11 @@ mod tests {
             "240",
             "--exit-when-idle",
             "1.5",
+            "--codec",
+            "libx264",
         ])
         .unwrap();
+        assert_eq!(c.codec, Codec::Libx264);
         assert_eq!(c.device, DeviceChoice::Cuda);
         assert_eq!(c.service.health_port, 9000);
         assert_eq!(c.service.grace, Duration::from_secs(240));
@@ -76,6 +84,7 @@ mod tests {
             ("--grace", "-1"),
             ("--grace", "NaN"),
             ("--exit-when-idle", "soon"),
+            ("--codec", "vp9"),
         ] {
             let arg = format!("{flag}={value}");
             let err = parse_from::<WorkerConfig>(["stylefleet-worker", arg.as_str()]).unwrap_err();
@@ -99,6 +108,7 @@ mod tests {
             "STYLEFLEET_HEALTH_PORT",
             "STYLEFLEET_SHUTDOWN_GRACE_SECS",
             "STYLEFLEET_EXIT_WHEN_IDLE_SECS",
+            "STYLEFLEET_CODEC",
         ] {
             assert!(help.contains(name), "{name} in\n{help}");
         }

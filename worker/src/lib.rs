@@ -137,6 +137,7 @@ pub async fn run(
 ) -> Result<ConsumeReport, WorkerError> {
     let device = select_device(config.device)?;
     stylefleet::setup::sweep_leftovers(ctx, &[]).await;
+    stylefleet::media::codec::announce(config.codec).await;
     health.set_device(describe(&device));
     tracing::info!(device = %describe(&device), "warming up the model");
     let warm = {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, ValueEnum};
+use stylefleet::media::{Codec, EncoderSettings, Preset};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -62,6 +63,38 @@ pub struct Planning {
     /// much of the previous styled frame, warped along the motion, a still pixel keeps).
     #[arg(long, default_value = "on", env = "STYLEFLEET_TEMPORAL", value_parser = parse_temporal)]
     pub temporal: Temporal,
+    #[command(flatten)]
+    pub encoding: Encoding,
+}
+
+/// How chunks and the output are encoded (recorded in each job's manifest and id).
+#[derive(Debug, Clone, Args)]
+pub struct Encoding {
+    /// Encoder: `auto` is h264_nvenc where the encoding process has a GPU with NVENC (a probe
+    /// encode at start decides), else libx264.
+    #[arg(long, env = "STYLEFLEET_CODEC", value_enum, ignore_case = true, default_value_t)]
+    pub codec: Codec,
+    /// x264 speed preset (NVENC: the preset of similar effort, p1..p7).
+    #[arg(long, env = "STYLEFLEET_PRESET", value_enum, ignore_case = true,
+          default_value_t = stylefleet::media::codec::DEFAULT_PRESET)]
+    pub preset: Preset,
+    /// Quality: x264's constant rate factor, 0 (lossless) to 51 (worst); NVENC's constant
+    /// quality.
+    #[arg(long, env = "STYLEFLEET_CRF", default_value_t = stylefleet::media::codec::DEFAULT_CRF,
+          value_parser = clap::value_parser!(u8).range(0..=51))]
+    pub crf: u8,
+}
+
+impl Encoding {
+    /// The settings these options ask for.
+    pub fn settings(&self) -> EncoderSettings {
+        EncoderSettings {
+            codec: self.codec.as_str().into(),
+            preset: self.preset.as_str().into(),
+            crf: self.crf,
+            ..EncoderSettings::default()
+        }
+    }
 }
 
 /// The parsed `--temporal` option (`None`: off).

@@ -78,6 +78,7 @@ pub fn settings(planning: Option<&Planning>) -> Settings {
             max_queued_per_job: p.max_queued_per_job,
         };
         settings.temporal = p.temporal.0.clone();
+        settings.encoder = p.encoding.settings();
     }
     settings
 }

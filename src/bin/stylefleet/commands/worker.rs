@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use stylefleet::consume::ConsumeOptions;
 use stylefleet::lifecycle::{parse_seconds, shutdown_on_signals};
+use stylefleet::media::Codec;
 use stylefleet::queue::BATCHES;
 use stylefleet::settings::DeviceChoice;
 use stylefleet::stage::Context;
@@ -34,6 +35,10 @@ pub struct WorkerArgs {
         default_value_t
     )]
     device: DeviceChoice,
+    /// The encoder of chunks whose job leaves it to the worker (`auto`): `auto` probes for
+    /// NVENC at start, `libx264` or `h264_nvenc` forces one. A job that names its codec gets it.
+    #[arg(long, env = "STYLEFLEET_CODEC", value_enum, ignore_case = true, default_value_t)]
+    codec: Codec,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -50,6 +55,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let ctx = super::context(&args.location, None).await?;
+    stylefleet::media::codec::announce(args.codec).await;
     let options = ConsumeOptions {
         grace: args.grace,
         exit_when_idle: args.exit_when_idle,
