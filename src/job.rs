@@ -476,7 +476,10 @@ mod tests {
     #[test]
     fn plan_spreads_the_tail() {
         let sizes = |frames, size| -> Vec<u64> {
-            plan_batches(frames, size).iter().map(BatchPlan::len).collect()
+            plan_batches(frames, size)
+                .iter()
+                .map(BatchPlan::len)
+                .collect()
         };
         assert_eq!(sizes(100, 16), [15, 15, 14, 14, 14, 14, 14]);
         assert_eq!(sizes(23, 5), [5, 5, 5, 4, 4]);

@@ -893,7 +893,10 @@ fn bad_encoder_values_are_refused_before_anything_is_written() {
 fn a_worker_says_which_encoder_auto_became() {
     let dir = tempfile::tempdir().unwrap();
     let worker = |codec: Option<&str>| {
-        let mut cmd = sp::command(&dir.path().join("data"), ["worker", "--exit-when-idle", "0.2"]);
+        let mut cmd = sp::command(
+            &dir.path().join("data"),
+            ["worker", "--exit-when-idle", "0.2"],
+        );
         cmd.env("RUST_LOG", "info");
         if let Some(codec) = codec {
             cmd.env("STYLEFLEET_CODEC", codec);
@@ -906,7 +909,11 @@ fn a_worker_says_which_encoder_auto_became() {
             .filter(|l| l.contains("chunk encoder"))
             .map(str::to_owned)
             .collect();
-        assert_eq!(lines.len(), 1, "one line says which encoder runs:\n{stderr}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "one line says which encoder runs:\n{stderr}"
+        );
         lines[0].clone()
     };
     let detected = worker(None);

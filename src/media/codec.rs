@@ -136,8 +136,15 @@ pub(crate) fn encoder_args(encoder: &str, preset: &str, crf: u8) -> Vec<String> 
         // NVENC's constant quality: `-cq 0` means "let the driver choose", so 0 becomes 1.
         let preset = preset.parse::<Preset>().map_or("p4", Preset::nvenc);
         args.extend(
-            ["-preset", preset, "-rc", "vbr", "-cq", &crf.max(1).to_string()]
-                .map(str::to_owned),
+            [
+                "-preset",
+                preset,
+                "-rc",
+                "vbr",
+                "-cq",
+                &crf.max(1).to_string(),
+            ]
+            .map(str::to_owned),
         );
         args.extend(["-b:v", "0"].map(str::to_owned));
     } else {
@@ -257,7 +264,11 @@ async fn detect() -> Resolved {
 /// The first non-empty line of a tool's stderr, without the `[encoder @ 0x...]` prefix: the
 /// encoder's own reason (e.g. `Cannot load libcuda.so.1`), before ffmpeg's generic summary.
 fn first_line(stderr: &str) -> &str {
-    let line = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     match line.split_once("] ") {
         Some((prefix, rest)) if prefix.starts_with('[') => rest,
         _ => line,

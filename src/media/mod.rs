@@ -39,9 +39,9 @@ pub mod thumbnail;
 pub mod time;
 pub mod verify;
 
+pub use codec::{Codec, Preset};
 pub use command::{runnable_tools, tool_path};
 pub use decode::decode_frames;
-pub use codec::{Codec, Preset};
 pub use encode::{EncoderSettings, encode_chunk};
 pub use error::MediaError;
 pub use limits::{Limits, check};

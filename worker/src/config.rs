@@ -29,7 +29,13 @@ pub struct WorkerConfig {
     pub device: DeviceChoice,
     /// The encoder of chunks whose job leaves it to the worker (`auto`): `auto` probes for
     /// NVENC at start, `libx264` or `h264_nvenc` forces one. A job that names its codec gets it.
-    #[arg(long, env = "STYLEFLEET_CODEC", value_enum, ignore_case = true, default_value_t)]
+    #[arg(
+        long,
+        env = "STYLEFLEET_CODEC",
+        value_enum,
+        ignore_case = true,
+        default_value_t
+    )]
     pub codec: Codec,
     /// The health endpoint and the shutdown timings.
     #[command(flatten)]

@@ -72,7 +72,13 @@ pub struct Planning {
 pub struct Encoding {
     /// Encoder: `auto` is h264_nvenc where the encoding process has a GPU with NVENC (a probe
     /// encode at start decides), else libx264.
-    #[arg(long, env = "STYLEFLEET_CODEC", value_enum, ignore_case = true, default_value_t)]
+    #[arg(
+        long,
+        env = "STYLEFLEET_CODEC",
+        value_enum,
+        ignore_case = true,
+        default_value_t
+    )]
     pub codec: Codec,
     /// x264 speed preset (NVENC: the preset of similar effort, p1..p7).
     #[arg(long, env = "STYLEFLEET_PRESET", value_enum, ignore_case = true,
