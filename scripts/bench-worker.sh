@@ -20,7 +20,8 @@
 # Usage: scripts/bench-worker.sh [frames] [style]        (default: 132 frames, the whole clip; style 0)
 # Environment: PROFILE=release builds with the release profile (default: dev, where the network's
 # crates are built at opt-level 3 and the rest at 1); FRAMES_1080 (default 8): frames styled by
-# the network at 1080p, for its speed and the peak memory; SKIP_E2E=1 skips the comparison.
+# the network at 1080p, for its speed and the peak memory; SKIP_E2E=1 skips the comparison,
+# ONLY_E2E=1 runs nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +63,7 @@ run_bench() {
 }
 
 clip720=$(clip_at 1280x720 "$frames")
+if [[ "${ONLY_E2E:-0}" != 1 ]]; then
 run_bench "network" "$bin/examples/worker_bench" "$clip720" "$style" "$frames"
 run_bench "pass-through" "$bin/examples/worker_bench" "$clip720" none "$frames"
 run_bench "pass-through, 1 core" taskset -c 0 "$bin/examples/worker_bench" "$clip720" none "$frames"
@@ -97,13 +99,16 @@ for size, ms in model_ms.items():
 PY
 
 echo
-echo "## Peak memory of a worker at 1920x1080 (process, 1 worker, batches of 4, two in flight)"
-echo "\$ /usr/bin/time -v $bin/stylefleet process $clip1080_short --style $style --workers 1 --batch-frames 4"
+# Two batches, so that the worker holds two in flight (one styled, the next decoded).
+batch_1080=$(( (frames_1080 + 1) / 2 ))
+echo "## Peak memory of a worker at 1920x1080 (process, 1 worker, 2 batches of $batch_1080 frames)"
+echo "\$ /usr/bin/time -v $bin/stylefleet process $clip1080_short --style $style --workers 1 --batch-frames $batch_1080"
 /usr/bin/time -v -o "$work/time-1080.txt" "$bin/stylefleet" process "$clip1080_short" --style "$style" \
-    --workers 1 --batch-frames 4 --quiet --data "$work/data-1080" -o "$work/out-1080.mp4" \
+    --workers 1 --batch-frames "$batch_1080" --quiet --data "$work/data-1080" -o "$work/out-1080.mp4" \
     >/dev/null 2>"$work/log-1080"
 grep -E "Maximum resident|Elapsed" "$work/time-1080.txt"
 grep -E '^job [0-9a-f]+ done:' "$work/log-1080" || true
+fi
 
 if [[ "${SKIP_E2E:-0}" == 1 ]]; then
     exit 0
