@@ -22,6 +22,7 @@ use crate::job::{FailureRecord, JobId, JobState, paths};
 use crate::queue::{BATCHES, STITCH};
 use crate::stage::Context;
 use crate::stage::split::{SplitOutcome, split, style_for_input};
+use crate::store::Store;
 use autoscale::{Autoscaler, ScaleRule};
 use watcher::Watcher;
 use workers::{WorkerCommand, WorkerPool};
@@ -154,6 +155,17 @@ async fn tick(
         {
             tracing::debug!(%path, active = active.len(), "flood limit reached; the upload waits its turn");
             break;
+        }
+        if !Store::is_addressable(&path) {
+            // Listed, yet never readable under its own name: say so once instead of retrying for
+            // ever.
+            tracing::error!(
+                %path,
+                "input refused: its file name holds characters the store cannot address \
+                 (such as < > | # % ^ ` {{ }} [ ] ~); rename it"
+            );
+            finished.insert(seen);
+            continue;
         }
         let style = match style_for_input(ctx, &path).await {
             Ok(s) => s,

@@ -283,6 +283,13 @@ impl Store {
         &self.inner
     }
 
+    /// Whether `path` still names itself once encoded for the store. object_store percent-encodes
+    /// characters it cannot address (`<`, `>`, `|`, `#`, ...), so a file listed under such a name
+    /// can never be read back by it.
+    pub fn is_addressable(path: &str) -> bool {
+        StorePath::from(path).as_ref() == path
+    }
+
     /// The file behind `path` when the store is a local folder.
     pub fn local_path(&self, path: &str) -> Option<PathBuf> {
         self.local.as_ref().map(|local| local.root.join(path))
