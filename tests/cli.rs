@@ -407,7 +407,8 @@ fn a_process_run_stitches_only_its_own_job() {
     let jobs = sp::status(&data);
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let first_job = jobs[0]["job"].as_str().unwrap().to_owned();
-    assert_eq!(jobs[0]["state"], "stitching", "{jobs:?}");
+    // Killed while its stitch waited, with nothing running: `status` calls that interrupted.
+    assert_eq!(jobs[0]["state"], "interrupted", "{jobs:?}");
 
     let mut other = process(&data, &second, &out2, &["-s", "1", "--strength", "0"]);
     other.env("STYLEFLEET_MAX_DELIVERIES", "10");
@@ -415,8 +416,9 @@ fn a_process_run_stitches_only_its_own_job() {
     assert_success("process of another clip and style", &other);
     assert_ne!(sp::job_of_process(&other), first_job);
     let view = sp::job_status(&data, &first_job);
+    // Still waiting for its stitch, with nobody running it: not stitched by the other run.
     assert_eq!(
-        view["state"], "stitching",
+        view["state"], "interrupted",
         "stitched by another run: {view}"
     );
     assert!(!out1.exists());
@@ -446,6 +448,12 @@ fn up_on_a_new_data_folder_makes_the_drop_folders() {
         data.join("input").join("tapestry").is_dir(),
         "a folder per style"
     );
+    // A name the store cannot address is refused once, plainly, not retried for ever.
+    std::fs::copy(&clip, drop.join("a<b>.mp4")).unwrap();
+    wait_for("the refusal of a<b>.mp4", 60, || {
+        let log = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+        log.contains("rename it").then_some(())
+    });
     std::fs::copy(&clip, drop.join("clip.mp4")).unwrap();
     let output = data.join("output").join("starry-blue").join("clip.mp4");
     wait_for("output/starry-blue/clip.mp4", 180, || {
@@ -454,6 +462,8 @@ fn up_on_a_new_data_folder_makes_the_drop_folders() {
     let log = std::fs::read_to_string(dir.path().join("up.log")).unwrap();
     up.stop();
     assert!(!log.contains("ConsumeReport"), "{log}");
+    assert_eq!(log.matches("rename it").count(), 1, "refused once: {log}");
+    assert!(!log.contains("split failed"), "{log}");
 }
 
 /// A tmux server of its own, with one 80-column pane per command; the screens as text.
