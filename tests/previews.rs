@@ -262,7 +262,7 @@ mod dry_run {
         let text = stdout(&run);
         assert!(text.contains("96x64, 40 frames, 1.60 s, h264"), "{text}");
         assert!(
-            text.contains("3 batches of up to 16 frames (the last has 8)"),
+            text.contains("3 batches of 13 to 14 frames (at most 16)"),
             "{text}"
         );
         assert!(text.contains("a frame at 96x64 on the CPU"), "{text}");

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::codec::encoder_args;
 use super::command::FfCommand;
 use super::{EncoderSettings, MediaError, Probe, decode_frames};
 
@@ -130,14 +131,11 @@ pub async fn encoded_size(
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24"])
         .args(["-s", &format!("{width}x{height}"), "-framerate", "25"])
         .args(["-i", "pipe:0"])
-        .args([
-            "-c:v",
-            &settings.codec,
-            "-preset",
+        .args(encoder_args(
+            settings.encoder().await,
             &settings.preset,
-            "-crf",
-            &settings.crf.to_string(),
-        ])
+            settings.crf,
+        ))
         .args(["-pix_fmt", settings.pix_fmt_for(width, height)])
         // Matroska streams to a pipe with any codec, with a few hundred bytes of overhead.
         .args(["-an", "-f", "matroska", "pipe:1"])

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use stylefleet::job::plan_batches;
+use stylefleet::job::{BatchPlan, plan_batches};
 use stylefleet::media::{EncoderSettings, Probe};
 use stylefleet::settings::Settings;
 
@@ -83,10 +83,10 @@ pub async fn run(
         human_bytes(meta.len()),
     );
     println!(
-        "plan     {} batches of up to {} frames (the last has {}), {} queued at a time; {workers} worker{}",
+        "plan     {} batches of {} frames (at most {}), {} queued at a time; {workers} worker{}",
         batches.len(),
+        batch_sizes(&batches),
         settings.batch_frames,
-        batches.last().map_or(0, |b| b.len()),
         settings.flood.max_queued_per_job.min(batches.len() as u32),
         if workers == 1 { "" } else { "s" },
     );
@@ -297,5 +297,15 @@ mod tests {
         assert_eq!(human_duration(0.34), "0.3 s");
         assert_eq!(human_duration(200.0), "3 min 20 s");
         assert_eq!(human_duration(7500.0), "2 h 05 min");
+    }
+}
+
+/// The sizes of the planned batches in words: `16`, or `13 to 14` (the plan balances them).
+fn batch_sizes(batches: &[BatchPlan]) -> String {
+    let sizes = batches.iter().map(BatchPlan::len);
+    match (sizes.clone().min(), sizes.max()) {
+        (Some(low), Some(high)) if low != high => format!("{low} to {high}"),
+        (Some(size), _) => size.to_string(),
+        _ => "0".to_owned(),
     }
 }
