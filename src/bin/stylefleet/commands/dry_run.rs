@@ -272,6 +272,16 @@ fn human_duration(seconds: f64) -> String {
     }
 }
 
+/// The sizes of the planned batches in words: `16`, or `13 to 14` (the plan balances them).
+fn batch_sizes(batches: &[BatchPlan]) -> String {
+    let sizes = batches.iter().map(BatchPlan::len);
+    match (sizes.clone().min(), sizes.max()) {
+        (Some(low), Some(high)) if low != high => format!("{low} to {high}"),
+        (Some(size), _) => size.to_string(),
+        _ => "0".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +296,13 @@ mod tests {
     }
 
     #[test]
+    fn batch_sizes_name_the_range_of_the_balanced_plan() {
+        assert_eq!(batch_sizes(&plan_batches(40, 16)), "13 to 14");
+        assert_eq!(batch_sizes(&plan_batches(32, 16)), "16");
+        assert_eq!(batch_sizes(&plan_batches(0, 16)), "0");
+    }
+
+    #[test]
     fn sizes_read_as_people_write_them() {
         assert_eq!(human_bytes(7_300), "7.3 kB");
         assert_eq!(human_bytes(12_345_678), "12.3 MB");
@@ -297,15 +314,5 @@ mod tests {
         assert_eq!(human_duration(0.34), "0.3 s");
         assert_eq!(human_duration(200.0), "3 min 20 s");
         assert_eq!(human_duration(7500.0), "2 h 05 min");
-    }
-}
-
-/// The sizes of the planned batches in words: `16`, or `13 to 14` (the plan balances them).
-fn batch_sizes(batches: &[BatchPlan]) -> String {
-    let sizes = batches.iter().map(BatchPlan::len);
-    match (sizes.clone().min(), sizes.max()) {
-        (Some(low), Some(high)) if low != high => format!("{low} to {high}"),
-        (Some(size), _) => size.to_string(),
-        _ => "0".to_owned(),
     }
 }
