@@ -4,7 +4,7 @@
 # Usage: scripts/demo.sh [style] [extra `stylefleet process` options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STYLEFLEET_WITH_AZURITE=0 bash scripts/install-deps.sh
+STYLEFLEET_WITH_AZURITE=0 STYLEFLEET_WITH_TEST_TOOLS=0 bash scripts/install-deps.sh
 cargo build --release --quiet --bin stylefleet
 style="${1:-0}"
 shift || true

