@@ -195,15 +195,7 @@ pub async fn stitch(
                     .await?,
             );
         }
-        let (_, source) = ctx
-            .store
-            .fetch_pinned(
-                &manifest.source.path,
-                Some(&manifest.source.fingerprint()),
-                &ctx.scratch.join("sources"),
-                manifest.source.extension(),
-            )
-            .await?;
+        let source = ctx.pinned_source(manifest).await?;
         let stitched = work.join("output.mp4");
         match &manifest.temporal {
             None => crate::media::stitch(

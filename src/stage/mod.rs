@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::job::{FailureRecord, JobId, JobState, Status, now_secs, paths};
+use crate::job::{FailureRecord, JobId, JobState, Manifest, Status, now_secs, paths};
 use crate::queue::Queue;
 use crate::settings::Settings;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub use log::JobLog;
 
@@ -216,6 +216,21 @@ impl From<crate::queue::QueueError> for StageError {
 }
 
 impl Context {
+    /// The job's source, exactly the version its plan pinned, as a local file (from the shared
+    /// scratch cache, fetched once per content).
+    pub async fn pinned_source(&self, manifest: &Manifest) -> Result<PathBuf, StoreError> {
+        let (_, source) = self
+            .store
+            .fetch_pinned(
+                &manifest.source.path,
+                Some(&manifest.source.fingerprint()),
+                &self.scratch.join("sources"),
+                manifest.source.extension(),
+            )
+            .await?;
+        Ok(source)
+    }
+
     /// Turns a stage result into an outcome: transient failures are retried with backoff until the
     /// last allowed delivery, where they become permanent so that the job fails with the reason
     /// instead of the message vanishing into the dead-letter queue unexplained; permanent ones are

@@ -183,15 +183,7 @@ impl StyleStage {
         let mut timings = std::collections::BTreeMap::new();
 
         let started = Instant::now();
-        let (_, source) = ctx
-            .store
-            .fetch_pinned(
-                &manifest.source.path,
-                Some(&manifest.source.fingerprint()),
-                &ctx.scratch.join("sources"),
-                manifest.source.extension(),
-            )
-            .await?;
+        let source = ctx.pinned_source(manifest).await?;
         let frames = crate::media::decode_frames(&source, &manifest.probe, range.clone())
             .await
             .map_err(|e| StageError::media(format!("decoding frames {range:?}"), e))?;

@@ -116,15 +116,7 @@ async fn make(ctx: &Context, job: &JobId, batch: u32) -> Result<Pair, ThumbError
     // The frames as stored; both turn upright by the source's rotation, which the chunks keep.
     let rotation = manifest.probe.video.rotation;
 
-    let (_, source) = ctx
-        .store
-        .fetch_pinned(
-            &manifest.source.path,
-            Some(&manifest.source.fingerprint()),
-            &ctx.scratch.join("sources"),
-            manifest.source.extension(),
-        )
-        .await?;
+    let source = ctx.pinned_source(&manifest).await?;
     let v = &manifest.probe.video;
     let decoded = first(decode_frames(&source, &manifest.probe, frame..frame + 1).await?)?;
     let source = jpeg_thumbnail(&decoded, v.width, v.height, rotation, MAX_WIDTH).await?;
