@@ -592,6 +592,16 @@ impl Queue for GuardedQueue {
         self.inner.receive(queue, max, wait).await
     }
 
+    fn receives_by_id(&self) -> bool {
+        self.inner.receives_by_id()
+    }
+
+    async fn receive_by_id(&self, queue: &str, id: &str) -> queue::Result<Option<Delivery>> {
+        self.guard
+            .check_queue(queue, BusAction::Receive, "receive")?;
+        self.inner.receive_by_id(queue, id).await
+    }
+
     async fn complete(&self, delivery: &Delivery) -> queue::Result<()> {
         self.guard
             .check_queue(&delivery.queue, BusAction::Receive, "complete")?;

@@ -409,6 +409,7 @@ fn a_process_run_stitches_only_its_own_job() {
     let first_job = jobs[0]["job"].as_str().unwrap().to_owned();
     // Killed while its stitch waited, with nothing running: `status` calls that interrupted.
     assert_eq!(jobs[0]["state"], "interrupted", "{jobs:?}");
+    let deliveries_before = stitch_deliveries(&data, &first_job);
 
     let mut other = process(&data, &second, &out2, &["-s", "1", "--strength", "0"]);
     other.env("STYLEFLEET_MAX_DELIVERIES", "10");
@@ -422,6 +423,13 @@ fn a_process_run_stitches_only_its_own_job() {
         "stitched by another run: {view}"
     );
     assert!(!out1.exists());
+    // Not even looked at: the other run received its own stitch by id, so the waiting message
+    // gained no delivery (five such looks used to dead-letter it).
+    assert_eq!(
+        stitch_deliveries(&data, &first_job),
+        deliveries_before,
+        "the other run received the first job's stitch message"
+    );
 
     let mut resumed = process(&data, &first, &out1, &style1);
     resumed
@@ -432,6 +440,18 @@ fn a_process_run_stitches_only_its_own_job() {
     assert_success("the first command again", &resumed);
     assert_eq!(sp::job_of_process(&resumed), first_job);
     assert!(out1.exists());
+}
+
+/// How many times the job's stitch message has been delivered, read from the embedded queue's
+/// database.
+fn stitch_deliveries(data: &Path, job: &str) -> i64 {
+    let db = rusqlite::Connection::open(data.join("queue.sqlite")).unwrap();
+    db.query_row(
+        "SELECT delivery_count FROM messages WHERE id = ?1",
+        [format!("{job}:stitch")],
+        |row| row.get(0),
+    )
+    .unwrap()
 }
 
 /// `up` on a data folder that does not exist yet makes `input/` and a folder per style, so that

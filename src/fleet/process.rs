@@ -18,6 +18,7 @@ use crate::consume::{ConsumeOptions, StitchHandler, consume_one};
 use crate::inspect::{InspectError, JobView, job_of_message, view};
 use crate::job::{JobId, JobState, Manifest, Request, StyleChoice, paths};
 use crate::media::MediaError;
+use crate::message::StitchMessage;
 use crate::queue::STITCH;
 use crate::stage::split::{SplitOutcome, split};
 use crate::stage::{Context, StageError};
@@ -279,13 +280,14 @@ async fn stage_style(ctx: &Context, style: &str) -> Result<(String, String), Pro
     Ok((style.to_owned(), style.replace('/', "_")))
 }
 
-/// The aggregator of one `process` run, which stitches its own job and no other. While the job
-/// waits for its stitch (`wants_stitch`), it receives from the stitch queue, works on the job's
-/// own message, and lets go of any other job's message at once, untouched: that job is resumed by
-/// its own command or stitched by the fleet, never by a run the user started for another video.
-/// While its own message is not there (still locked by a run that died, or taken by another
-/// aggregator), it looks again after a pause that doubles up to 8 s, so other jobs' messages are
-/// not received over and over (each receive counts as a delivery).
+/// The aggregator of one `process` run, which stitches its own job and no other: another job is
+/// resumed by its own command or stitched by the fleet, never by a run the user started for
+/// another video. While the job waits for its stitch (`wants_stitch`), it receives the job's own
+/// message by its id where the queue can (the embedded one), so no other job's message is
+/// touched. Elsewhere it receives from the stitch queue in order, works on its own message and
+/// lets go of any other at once, untouched; while its own message is not there (still locked by a
+/// run that died, or taken by another aggregator), it looks again after a pause that doubles up to
+/// 8 s, as each such look counts a delivery of the messages it lets go.
 async fn stitch_own(
     ctx: &Context,
     job: &JobId,
@@ -299,7 +301,16 @@ async fn stitch_own(
             _ = shutdown.cancelled() => return,
             waited = wants_stitch.wait_for(|wants| *wants) => if waited.is_err() { return },
         }
-        let deliveries = match ctx.queue.receive(STITCH, 32, options.wait).await {
+        let received = if ctx.queue.receives_by_id() {
+            let id = StitchMessage::new(job.clone()).id();
+            ctx.queue
+                .receive_by_id(STITCH, &id)
+                .await
+                .map(|own| own.into_iter().collect())
+        } else {
+            ctx.queue.receive(STITCH, 32, options.wait).await
+        };
+        let deliveries = match received {
             Ok(deliveries) => deliveries,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot receive from the stitch queue; trying again");
@@ -314,7 +325,7 @@ async fn stitch_own(
                 tracing::warn!(id = %delivery.id, error = %e, "could not release another job's stitch");
             }
         }
-        pause = if own.is_empty() {
+        pause = if own.is_empty() && !ctx.queue.receives_by_id() {
             (pause * 2).min(Duration::from_secs(8))
         } else {
             Duration::from_secs(1)

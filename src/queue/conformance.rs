@@ -95,6 +95,7 @@ macro_rules! __conformance_functions {
             backlog_counts,
             duplicate_ids,
             concurrent_receivers,
+            receive_by_id_touches_no_other,
         }
     };
 }
@@ -1018,4 +1019,45 @@ async fn purge_dead_letters(queue: &dyn Queue, caps: &Capabilities, name: &str, 
         dead_letter_ids(queue, name).await.is_empty(),
         "the dead-letter queue of {name} is empty"
     );
+}
+
+/// Where the backend receives by id, that locks exactly the named message: the messages before
+/// it keep their delivery count, a locked or absent id gives `None`. Where it cannot, the answer
+/// is always `None` and nothing is locked.
+pub async fn receive_by_id_touches_no_other(queue: &dyn Queue, caps: &Capabilities, name: &str) {
+    queue
+        .send(name, vec![message("first"), message("wanted")])
+        .await
+        .unwrap();
+    let got = queue.receive_by_id(name, "wanted").await.unwrap();
+    if !queue.receives_by_id() {
+        assert!(
+            got.is_none(),
+            "a backend without receive by id returned one"
+        );
+        let both = receive_count(queue, caps, name, 2).await;
+        for d in &both {
+            assert_eq!(d.delivery_count, 1);
+            queue.complete(d).await.unwrap();
+        }
+        return;
+    }
+    let wanted = got.expect("the wanted message was not received by its id");
+    assert_eq!(wanted.id, "wanted");
+    assert_eq!(wanted.body, body_of("wanted"));
+    assert_eq!(wanted.delivery_count, 1);
+    assert!(
+        queue.receive_by_id(name, "wanted").await.unwrap().is_none(),
+        "a locked message was received by its id again"
+    );
+    assert!(queue.receive_by_id(name, "absent").await.unwrap().is_none());
+    let first = expect_one(queue, caps, name).await;
+    assert_eq!(first.id, "first");
+    assert_eq!(
+        first.delivery_count, 1,
+        "receiving another message by id counted a delivery of this one"
+    );
+    queue.complete(&first).await.unwrap();
+    queue.complete(&wanted).await.unwrap();
+    expect_none(queue, name, caps.short_wait()).await;
 }

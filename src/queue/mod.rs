@@ -166,6 +166,21 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// Receives up to `max` messages, waiting up to `wait` for the first one. Each comes locked.
     async fn receive(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
 
+    /// Whether [`Queue::receive_by_id`] can pick one message out of a queue. The embedded queue
+    /// can; Service Bus cannot (it locks messages only in queue order), so a caller there has to
+    /// receive in order and release what is not its own.
+    fn receives_by_id(&self) -> bool {
+        false
+    }
+
+    /// Receives (locks) the active message whose id is `id`, when it is in `queue`, visible and not
+    /// locked; `None` otherwise. No other message is touched, so none gains a delivery. A backend
+    /// that cannot ([`Queue::receives_by_id`] is false) answers `None`.
+    async fn receive_by_id(&self, queue: &str, id: &str) -> Result<Option<Delivery>> {
+        let _ = (queue, id);
+        Ok(None)
+    }
+
     /// Removes a delivered message (from the dead-letter queue when it came from there).
     async fn complete(&self, delivery: &Delivery) -> Result<()>;
 

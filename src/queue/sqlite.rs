@@ -254,7 +254,7 @@ impl SqliteQueue {
             let queue_name = queue.to_owned();
             let deliveries = self
                 .call(what, move |conn, config| {
-                    receive_now(conn, config, &queue_name, state, max)
+                    receive_now(conn, config, &queue_name, state, max, None)
                         .map_err(|e| classify(what, e))
                 })
                 .await?;
@@ -371,13 +371,15 @@ fn dead_letter_info(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<Dead
     }))
 }
 
-/// One receive attempt: locks up to `max` messages in one transaction.
+/// One receive attempt: locks up to `max` messages in one transaction, only the one whose id is
+/// `only` when that is given.
 fn receive_now(
     conn: &mut Connection,
     config: &QueueConfig,
     queue: &str,
     state: &'static str,
     max: usize,
+    only: Option<&str>,
 ) -> rusqlite::Result<Vec<Delivery>> {
     let tx = immediate(conn)?;
     let now = now_millis();
@@ -394,10 +396,11 @@ fn receive_now(
                  FROM messages
                  WHERE queue = ?1 AND state = ?2 AND visible_at <= ?3
                    AND (locked_until IS NULL OR locked_until <= ?3)
+                   AND (?5 IS NULL OR id = ?5)
                  ORDER BY sequence
                  LIMIT ?4",
             )?;
-            let rows = select.query_map(params![queue, state, now, want], |row| {
+            let rows = select.query_map(params![queue, state, now, want, only], |row| {
                 Ok(Candidate {
                     sequence: row.get(0)?,
                     id: row.get(1)?,
@@ -563,6 +566,21 @@ impl Queue for SqliteQueue {
 
     async fn receive(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
         self.receive_from("receive", queue, ACTIVE, max, wait).await
+    }
+
+    fn receives_by_id(&self) -> bool {
+        true
+    }
+
+    async fn receive_by_id(&self, queue: &str, id: &str) -> Result<Option<Delivery>> {
+        let (queue, id) = (queue.to_owned(), id.to_owned());
+        let mut deliveries = self
+            .call("receive by id", move |conn, config| {
+                receive_now(conn, config, &queue, ACTIVE, 1, Some(&id))
+                    .map_err(|e| classify("receive by id", e))
+            })
+            .await?;
+        Ok(deliveries.pop())
     }
 
     async fn complete(&self, delivery: &Delivery) -> Result<()> {
