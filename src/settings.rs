@@ -107,6 +107,31 @@ impl RetryPolicy {
     }
 }
 
+/// What a worker runs on: its device and the encoder of chunks that leave the choice to it. The
+/// worker container and `stylefleet worker` take the same two flags (and variables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct WorkerHardware {
+    /// The device that styles frames (`cuda` fails at start without a GPU).
+    #[arg(
+        long,
+        env = "STYLEFLEET_DEVICE",
+        value_enum,
+        ignore_case = true,
+        default_value_t
+    )]
+    pub device: DeviceChoice,
+    /// The encoder of chunks whose job leaves it to the worker (`auto`): `auto` probes for
+    /// NVENC at start, `libx264` or `h264_nvenc` forces one. A job that names its codec gets it.
+    #[arg(
+        long,
+        env = "STYLEFLEET_CODEC",
+        value_enum,
+        ignore_case = true,
+        default_value_t
+    )]
+    pub codec: crate::media::Codec,
+}
+
 /// Which device styles frames (`--device`, `STYLEFLEET_DEVICE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum DeviceChoice {

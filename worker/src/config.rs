@@ -7,7 +7,7 @@ use clap::Parser;
 
 pub use stylefleet::lifecycle::ServiceArgs;
 pub use stylefleet::media::Codec;
-pub use stylefleet::settings::DeviceChoice;
+pub use stylefleet::settings::{DeviceChoice, WorkerHardware};
 
 /// Everything the worker reads besides the location; `stylefleet-worker --help` lists each flag
 /// with its environment variable.
@@ -18,25 +18,9 @@ pub use stylefleet::settings::DeviceChoice;
     about = "A style worker: consumes the batches queue until SIGTERM"
 )]
 pub struct WorkerConfig {
-    /// The device that styles frames (`cuda` fails at start without a GPU).
-    #[arg(
-        long,
-        env = "STYLEFLEET_DEVICE",
-        value_enum,
-        ignore_case = true,
-        default_value_t
-    )]
-    pub device: DeviceChoice,
-    /// The encoder of chunks whose job leaves it to the worker (`auto`): `auto` probes for
-    /// NVENC at start, `libx264` or `h264_nvenc` forces one. A job that names its codec gets it.
-    #[arg(
-        long,
-        env = "STYLEFLEET_CODEC",
-        value_enum,
-        ignore_case = true,
-        default_value_t
-    )]
-    pub codec: Codec,
+    /// The device and the chunk encoder.
+    #[command(flatten)]
+    pub hardware: WorkerHardware,
     /// The health endpoint and the shutdown timings.
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -73,13 +57,13 @@ mod tests {
             "libx264",
         ])
         .unwrap();
-        assert_eq!(c.codec, Codec::Libx264);
-        assert_eq!(c.device, DeviceChoice::Cuda);
+        assert_eq!(c.hardware.codec, Codec::Libx264);
+        assert_eq!(c.hardware.device, DeviceChoice::Cuda);
         assert_eq!(c.service.health_port, 9000);
         assert_eq!(c.service.grace, Duration::from_secs(240));
         assert_eq!(c.service.exit_when_idle, Some(Duration::from_millis(1500)));
         let gpu: WorkerConfig = parse_from(["stylefleet-worker", "--device", "gpu"]).unwrap();
-        assert_eq!(gpu.device, DeviceChoice::Cuda);
+        assert_eq!(gpu.hardware.device, DeviceChoice::Cuda);
     }
 
     #[test]

@@ -135,9 +135,9 @@ pub async fn run(
     health_addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<ConsumeReport, WorkerError> {
-    let device = select_device(config.device)?;
+    let device = select_device(config.hardware.device)?;
     stylefleet::setup::sweep_leftovers(ctx, &[]).await;
-    stylefleet::media::codec::announce(config.codec).await;
+    stylefleet::media::codec::announce(config.hardware.codec).await;
     health.set_device(describe(&device));
     tracing::info!(device = %describe(&device), "warming up the model");
     let warm = {

@@ -9,9 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use stylefleet::consume::ConsumeOptions;
 use stylefleet::lifecycle::{parse_seconds, shutdown_on_signals};
-use stylefleet::media::Codec;
 use stylefleet::queue::BATCHES;
-use stylefleet::settings::DeviceChoice;
+use stylefleet::settings::{DeviceChoice, WorkerHardware};
 use stylefleet::stage::Context;
 
 use crate::args::Location;
@@ -26,25 +25,9 @@ pub struct WorkerArgs {
     /// Seconds to finish the batch in hand after SIGTERM before releasing it.
     #[arg(long, default_value = "30", env = "STYLEFLEET_SHUTDOWN_GRACE_SECS", value_parser = parse_seconds)]
     grace: Duration,
-    /// The device that styles frames.
-    #[arg(
-        long,
-        env = "STYLEFLEET_DEVICE",
-        value_enum,
-        ignore_case = true,
-        default_value_t
-    )]
-    device: DeviceChoice,
-    /// The encoder of chunks whose job leaves it to the worker (`auto`): `auto` probes for
-    /// NVENC at start, `libx264` or `h264_nvenc` forces one. A job that names its codec gets it.
-    #[arg(
-        long,
-        env = "STYLEFLEET_CODEC",
-        value_enum,
-        ignore_case = true,
-        default_value_t
-    )]
-    codec: Codec,
+    /// The device and the chunk encoder.
+    #[command(flatten)]
+    hardware: WorkerHardware,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -61,13 +44,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let ctx = super::context(&args.location, None).await?;
-    stylefleet::media::codec::announce(args.codec).await;
+    stylefleet::media::codec::announce(args.hardware.codec).await;
     let options = ConsumeOptions {
         grace: args.grace,
         exit_when_idle: args.exit_when_idle,
         ..ConsumeOptions::new(BATCHES)
     };
-    run_worker(&ctx, &options, args.device, shutdown).await
+    run_worker(&ctx, &options, args.hardware.device, shutdown).await
 }
 
 /// Cancels `token` on SIGHUP, however many arrive.
