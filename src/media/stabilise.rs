@@ -34,6 +34,11 @@ pub struct StabiliseReport {
     pub reliable: f64,
     /// Seconds spent in the flow and the blend (not in decoding or encoding).
     pub filter_seconds: f64,
+    /// Seconds spent probing: the chunks' frame counts before, the stabilised video's check
+    /// against the source after.
+    pub probe_seconds: f64,
+    /// Seconds spent joining the stabilised video with the source's other streams.
+    pub join_seconds: f64,
 }
 
 /// Stitches `chunks` into `out` like [`stitch`](super::stitch()), with every frame stabilised
@@ -52,10 +57,12 @@ pub async fn stitch_stabilised(
             reason: "no chunks to stitch".into(),
         });
     }
+    let probing = Instant::now();
     let mut counts = Vec::with_capacity(chunks.len());
     for chunk in chunks {
         counts.push(super::probe(chunk).await?.frames.len());
     }
+    let mut probe_seconds = probing.elapsed().as_secs_f64();
     let styled_frames: usize = counts.iter().sum();
     if styled_frames != total {
         return Err(MediaError::FrameCount {
@@ -69,7 +76,7 @@ pub async fn stitch_stabilised(
     let (encode, script) = encode_command(probe, 0..total as u64, &video, settings).await?;
     let result = stabilise_into(source, probe, chunks, &counts, encode, temporal).await;
     let _ = tokio::fs::remove_file(&script).await;
-    let report = match result {
+    let mut report = match result {
         Ok(report) => report,
         Err(e) => {
             let _ = tokio::fs::remove_file(&video).await;
@@ -77,12 +84,18 @@ pub async fn stitch_stabilised(
         }
     };
     let stitched = async {
+        let checking = Instant::now();
         verify_chunk(probe, 0..total as u64, &video).await?;
-        super::stitch(source, probe, std::slice::from_ref(&video), out, settings).await
+        probe_seconds += checking.elapsed().as_secs_f64();
+        let joining = Instant::now();
+        super::stitch(source, probe, std::slice::from_ref(&video), out, settings).await?;
+        Ok::<_, MediaError>(joining.elapsed().as_secs_f64())
     }
     .await;
     let _ = tokio::fs::remove_file(&video).await;
-    stitched.map(|()| report)
+    report.probe_seconds = probe_seconds;
+    report.join_seconds = stitched?;
+    Ok(report)
 }
 
 /// Runs the three streams: the source decoder, one chunk decoder after another, the encoder.

@@ -181,7 +181,10 @@ pub async fn stitch(
     crate::fault::hit("stitch.start")?;
     let output = claim_output(ctx, manifest).await?;
     crate::fault::hit("stitch.after-claim")?;
+    // Seconds per phase of the stitch, logged and kept in the status beside the total.
+    let mut phases = std::collections::BTreeMap::new();
     if !ctx.store.exists(&output).await? {
+        let phase = Instant::now();
         let work = ctx.scratch.join("stitch").join(job.as_str());
         tokio::fs::create_dir_all(&work).await.map_err(|e| {
             StageError::Transient(Failure::new(format!("cannot create {}", work.display()), e))
@@ -196,6 +199,8 @@ pub async fn stitch(
             );
         }
         let source = ctx.pinned_source(manifest).await?;
+        phases.insert("stitch_fetch", phase.elapsed().as_secs_f64());
+        let phase = Instant::now();
         let stitched = work.join("output.mp4");
         match &manifest.temporal {
             None => crate::media::stitch(
@@ -219,14 +224,25 @@ pub async fn stitch(
                 .await
                 .map_err(|e| StageError::media("stitching with temporal stabilisation", e))?;
                 log.info(format!(
-                    "stabilised {} frames in {:.1} s of flow and blend: {:.0}% of pixels reliable, {} restarts (cuts, fades)",
+                    "stabilised {} frames in {:.1} s of flow and blend: {:.0}% of pixels reliable, {} restarts (cuts, fades); probes {:.3} s, join {:.3} s",
                     report.frames,
                     report.filter_seconds,
                     100.0 * report.reliable,
-                    report.restarts
+                    report.restarts,
+                    report.probe_seconds,
+                    report.join_seconds
                 ));
+                phases.insert("stitch_stabilise_filter", report.filter_seconds);
+                phases.insert("stitch_stabilise_probe", report.probe_seconds);
+                phases.insert("stitch_stabilise_join", report.join_seconds);
             }
         }
+        let joined = match manifest.temporal {
+            None => "stitch_join",
+            Some(_) => "stitch_stabilise",
+        };
+        phases.insert(joined, phase.elapsed().as_secs_f64());
+        let phase = Instant::now();
         crate::media::verify(&manifest.probe, &stitched)
             .await
             .map_err(|e| {
@@ -235,15 +251,22 @@ pub async fn stitch(
                     e,
                 ))
             })?;
+        phases.insert("stitch_verify", phase.elapsed().as_secs_f64());
+        let phase = Instant::now();
         let created = ctx.store.upload(&stitched, &output, true).await?;
         if !created {
             // The name is this job's (its claim says so), so what is there must be this job's
             // output from an attempt that died before `done`: check that rather than trust it.
             check_existing_output(ctx, manifest, &output, &work).await?;
         }
+        phases.insert("stitch_upload", phase.elapsed().as_secs_f64());
         crate::fault::hit("stitch.after-upload")?;
         let _ = tokio::fs::remove_dir_all(&work).await;
-        log.info(format!("wrote {output}"));
+        let spent: Vec<String> = phases
+            .iter()
+            .map(|(phase, secs)| format!("{phase} {secs:.3} s"))
+            .collect();
+        log.info(format!("wrote {output} ({})", spent.join(", ")));
     }
 
     let mut timings = std::collections::BTreeMap::new();
@@ -253,6 +276,9 @@ pub async fn stitch(
         }
     }
     timings.insert("stitch".into(), started.elapsed().as_secs_f64());
+    for (phase, secs) in phases {
+        timings.insert(phase.into(), secs);
+    }
     if let Some(previous) = ctx.store.get_json::<Status>(&paths::status(job)).await?
         && let Some(split) = previous.timings.get("split")
     {
