@@ -166,14 +166,33 @@ pub async fn probe(path: &Path) -> Result<Probe, MediaError> {
         return Err(invalid("the file is empty (0 bytes)"));
     }
 
-    let header = FfCommand::ffprobe("probe the container")
+    // One ffprobe run reads the header and every packet: a second run would cost a process
+    // start (as much as reading a chunk's packets). Packets of all streams come back; only the
+    // video stream's are kept. Only when it fails does a header-only run tell an unreadable
+    // file from an unreadable video stream.
+    let probed = match FfCommand::ffprobe("probe the video")
         .args(["-show_format", "-show_streams"])
+        .args([
+            "-show_entries",
+            "packet=stream_index,pts,duration,flags,pos,size",
+        ])
         .arg(path)
         .run()
         .await
-        .map_err(|e| unreadable(e, "not a media file ffmpeg can read"))?;
-    let header: HeaderJson =
-        serde_json::from_slice(&header.stdout).map_err(|source| MediaError::ProbeOutput {
+    {
+        Ok(probed) => probed,
+        Err(packets_error) => {
+            FfCommand::ffprobe("probe the container")
+                .args(["-show_format", "-show_streams"])
+                .arg(path)
+                .run()
+                .await
+                .map_err(|e| unreadable(e, "not a media file ffmpeg can read"))?;
+            return Err(unreadable(packets_error, "the video stream cannot be read"));
+        }
+    };
+    let header: ProbeJson =
+        serde_json::from_slice(&probed.stdout).map_err(|source| MediaError::ProbeOutput {
             path: path.to_owned(),
             source,
         })?;
@@ -207,21 +226,14 @@ pub async fn probe(path: &Path) -> Result<Probe, MediaError> {
     };
     let video_stream = video_stream(video)?;
 
-    let packets = FfCommand::ffprobe("read the video packets")
-        .args(["-select_streams", &video.index.to_string()])
-        .args(["-show_entries", "packet=pts,dts,duration,flags,pos,size"])
-        .arg(path)
-        .run()
-        .await
-        .map_err(|e| unreadable(e, "the video stream cannot be read"))?;
-    let partial = packets.stderr.contains("partial file");
-    let packets: PacketsJson =
-        serde_json::from_slice(&packets.stdout).map_err(|source| MediaError::ProbeOutput {
-            path: path.to_owned(),
-            source,
-        })?;
-    check_complete(&packets.packets, video, size, partial)?;
-    let frames = frame_times(&packets.packets)?;
+    let partial = probed.stderr.contains("partial file");
+    let packets: Vec<PacketJson> = header
+        .packets
+        .into_iter()
+        .filter(|p| p.stream_index == Some(video.index))
+        .collect();
+    check_complete(&packets, video, size, partial)?;
+    let frames = frame_times(&packets)?;
     if frames.len() == 1 && is_image_codec(&video_stream.codec_name) {
         return Err(MediaError::Unsupported {
             reason: format!(
@@ -399,12 +411,14 @@ fn frame_times(packets: &[PacketJson]) -> Result<Vec<FrameTime>, MediaError> {
     Ok(frames)
 }
 
-/// ffprobe's JSON for `-show_format -show_streams`.
+/// ffprobe's JSON for `-show_format -show_streams -show_entries packet=...`.
 #[derive(Debug, Deserialize)]
-struct HeaderJson {
+struct ProbeJson {
     #[serde(default)]
     streams: Vec<StreamJson>,
     format: Option<FormatJson>,
+    #[serde(default)]
+    packets: Vec<PacketJson>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -496,15 +510,9 @@ impl StreamJson {
     }
 }
 
-/// ffprobe's JSON for `-show_entries packet=...`.
-#[derive(Debug, Deserialize)]
-struct PacketsJson {
-    #[serde(default)]
-    packets: Vec<PacketJson>,
-}
-
 #[derive(Debug, Deserialize)]
 struct PacketJson {
+    stream_index: Option<u32>,
     pts: Option<i64>,
     duration: Option<i64>,
     flags: Option<String>,
@@ -518,6 +526,7 @@ mod tests {
 
     fn packet(pts: i64, duration: Option<i64>, flags: &str) -> PacketJson {
         PacketJson {
+            stream_index: Some(0),
             pts: Some(pts),
             duration,
             flags: Some(flags.into()),
@@ -547,6 +556,7 @@ mod tests {
     fn duplicate_or_missing_timestamps_are_refused() {
         assert!(frame_times(&[packet(0, None, "K_"), packet(0, None, "__")]).is_err());
         let no_pts = PacketJson {
+            stream_index: Some(0),
             pts: None,
             duration: None,
             flags: None,
