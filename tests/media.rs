@@ -691,3 +691,41 @@ async fn big_buck_bunny_segment_roundtrips() {
         audio_codecs(&out)
     );
 }
+
+#[tokio::test]
+async fn stitch_refuses_a_chunk_of_another_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let source = clips::cfr_with_aac(d, 64, 48, 20, 25);
+    let probe = media::probe(&source).await.unwrap();
+    let mut chunks = Vec::new();
+    for (i, range) in batches(20, 10).into_iter().enumerate() {
+        let frames = media::decode_frames(&source, &probe, range.clone())
+            .await
+            .unwrap();
+        let chunk = d.join(format!("{i:05}.mp4"));
+        media::encode_chunk(&frames, &probe, range, &chunk, &settings())
+            .await
+            .unwrap();
+        chunks.push(chunk);
+    }
+    // The second chunk re-encoded as MPEG-4 part 2, frames and timestamps unchanged.
+    let other = d.join("other.mp4");
+    clips::ffmpeg(&[
+        "-i",
+        chunks[1].to_str().unwrap(),
+        "-c:v",
+        "mpeg4",
+        "-fps_mode",
+        "passthrough",
+        other.to_str().unwrap(),
+    ]);
+    chunks[1] = other;
+    let err = media::stitch(&source, &probe, &chunks, &d.join("out.mp4"), &settings())
+        .await
+        .expect_err("a chunk of another codec");
+    assert!(
+        err.to_string().contains("but the job encodes with"),
+        "{err}"
+    );
+}

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::encoder_args;
 use super::command::FfCommand;
-use super::verify::verify_chunk;
+use super::verify::compare_chunk;
 use super::{MediaError, Probe};
 
 /// How chunks are encoded. Stored in the job manifest, so every batch of a job uses the same.
@@ -112,7 +112,8 @@ impl EncoderSettings {
 
 /// Encodes `frames` (packed RGB24, stored orientation), which are the source frames `range`,
 /// into the mp4 `out`, with each frame's pts equal to the source's pts minus the range's first
-/// pts. The chunk is checked with ffprobe before returning (frame count and timestamps).
+/// pts. The chunk is checked with ffprobe before returning (frame count, timestamps and the
+/// codec the settings say), so that the stitch can take a chunk with a done marker as checked.
 pub async fn encode_chunk(
     frames: &[Vec<u8>],
     probe: &Probe,
@@ -147,7 +148,17 @@ pub async fn encode_chunk(
     let result = cmd.run_with_input(frames).await;
     let _ = tokio::fs::remove_file(&script).await;
     result?;
-    verify_chunk(probe, range, out).await
+    let chunk = super::probe(out).await?;
+    compare_chunk(probe, range, &chunk)?;
+    match settings.codec_name() {
+        Some(expected) if chunk.video.codec_name != expected => Err(MediaError::Mismatch {
+            reason: format!(
+                "the chunk is {}, but the job encodes with {} ({expected})",
+                chunk.video.codec_name, settings.codec
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The ffmpeg command that encodes packed RGB24 frames from stdin, which are the source frames

@@ -12,6 +12,7 @@
 //! - [`codec`]: the codec and preset names, each encoder's arguments, and `auto` resolved once
 //!   per process (`h264_nvenc` where a probe encode works, else `libx264`).
 //! - [`stitch()`]: chunks plus the source's audio and subtitles into the output mp4.
+//!   [`stitch::stitch_checked`] joins chunks checked already (their counts given) without probing them.
 //! - [`stitch_stabilised`]: the same, with the frames temporally stabilised in one streaming pass.
 //! - [`verify()`], [`verify_chunk`]: ffprobe checks of an output against its source.
 //! - [`still`]: one frame as displayed ([`frame_at`]), and the encoded size of sample frames

@@ -34,35 +34,37 @@ pub struct StabiliseReport {
     pub reliable: f64,
     /// Seconds spent in the flow and the blend (not in decoding or encoding).
     pub filter_seconds: f64,
-    /// Seconds spent probing: the chunks' frame counts before, the stabilised video's check
-    /// against the source after.
+    /// Seconds spent checking the stabilised video against the source (ffprobe).
     pub probe_seconds: f64,
     /// Seconds spent joining the stabilised video with the source's other streams.
     pub join_seconds: f64,
 }
 
-/// Stitches `chunks` into `out` like [`stitch`](super::stitch()), with every frame stabilised
-/// against the ones before it under `temporal`.
+/// Stitches `chunks` into `out` like [`stitch_checked`](super::stitch::stitch_checked), with
+/// every frame stabilised against the ones before it under `temporal`. `counts[i]` is the frame
+/// count of `chunks[i]` (the plan's): nothing is probed before the pass, and the pass itself
+/// checks each count as it decodes the chunk (a chunk that ends early or holds more frames fails
+/// the stitch).
 pub async fn stitch_stabilised(
     source: &Path,
     probe: &Probe,
     chunks: &[PathBuf],
+    counts: &[usize],
     out: &Path,
     settings: &EncoderSettings,
     temporal: &TemporalSettings,
 ) -> Result<StabiliseReport, MediaError> {
     let total = probe.frames.len();
-    if chunks.is_empty() || total == 0 {
+    if chunks.is_empty() || total == 0 || chunks.len() != counts.len() {
         return Err(MediaError::InvalidRequest {
-            reason: "no chunks to stitch".into(),
+            reason: format!(
+                "{} chunks and {} counts to stitch a {total}-frame video",
+                chunks.len(),
+                counts.len()
+            ),
         });
     }
-    let probing = Instant::now();
-    let mut counts = Vec::with_capacity(chunks.len());
-    for chunk in chunks {
-        counts.push(super::probe(chunk).await?.frames.len());
-    }
-    let mut probe_seconds = probing.elapsed().as_secs_f64();
+    let mut probe_seconds = 0.0;
     let styled_frames: usize = counts.iter().sum();
     if styled_frames != total {
         return Err(MediaError::FrameCount {
@@ -74,7 +76,7 @@ pub async fn stitch_stabilised(
 
     let video = sibling(out, "stabilised.mp4");
     let (encode, script) = encode_command(probe, 0..total as u64, &video, settings).await?;
-    let result = stabilise_into(source, probe, chunks, &counts, encode, temporal).await;
+    let result = stabilise_into(source, probe, chunks, counts, encode, temporal).await;
     let _ = tokio::fs::remove_file(&script).await;
     let mut report = match result {
         Ok(report) => report,
@@ -83,12 +85,15 @@ pub async fn stitch_stabilised(
             return Err(e);
         }
     };
+    // The stabilised video is checked once, here; the join takes its frame count from that
+    // check instead of probing it again (its codec is the job's: it was encoded just now).
     let stitched = async {
         let checking = Instant::now();
         verify_chunk(probe, 0..total as u64, &video).await?;
         probe_seconds += checking.elapsed().as_secs_f64();
         let joining = Instant::now();
-        super::stitch(source, probe, std::slice::from_ref(&video), out, settings).await?;
+        super::stitch::stitch_checked(source, probe, std::slice::from_ref(&video), &[total], out)
+            .await?;
         Ok::<_, MediaError>(joining.elapsed().as_secs_f64())
     }
     .await;
@@ -173,7 +178,23 @@ async fn stabilise_into(
                 return Err(encoder.broken(e).await);
             }
         }
-        reader.finish().await?;
+        // The chunk must end here: one more byte means it holds more frames than its count.
+        let mut beyond = [0u8; 1];
+        let more = match reader.stdout.as_mut() {
+            Some(stdout) => stdout.read(&mut beyond).await,
+            None => Ok(0),
+        };
+        match more {
+            Ok(0) => reader.finish().await?,
+            Ok(_) => {
+                return Err(MediaError::FrameCount {
+                    step: "decode a chunk",
+                    expected: count as u64,
+                    actual: count as u64 + 1,
+                });
+            }
+            Err(e) => return Err(reader.broken(e).await),
+        }
     }
     decoder.finish().await?;
     encoder.finish().await?;

@@ -38,12 +38,8 @@ pub async fn stitch(
             reason: "no chunks to stitch".into(),
         });
     }
-    let tb = probe.video.time_base;
-    let first_pts = probe.frames.first().map_or(0, |f| f.pts);
-
-    // Where each chunk starts, in source frames, from what each chunk holds.
-    let mut starts = Vec::with_capacity(chunks.len());
-    let mut next = 0usize;
+    // Each chunk's frame count, from what it holds (one ffprobe run per chunk).
+    let mut counts = Vec::with_capacity(chunks.len());
     for chunk in chunks {
         let chunk_probe = super::probe(chunk).await?;
         if let Some(expected) = settings.codec_name()
@@ -58,6 +54,35 @@ pub async fn stitch(
                 ),
             });
         }
+        counts.push(chunk_probe.frames.len());
+    }
+    stitch_checked(source, probe, chunks, &counts, out).await
+}
+
+/// [`stitch`] for chunks checked already, each against its range and the job's codec (what
+/// [`encode_chunk`](super::encode_chunk()) does before a worker writes a done marker):
+/// `counts[i]` is the frame count of `chunks[i]`, which starts where the frames of the chunks
+/// before it end. Nothing is probed here; [`verify`](super::verify()) of the output against the
+/// source still catches a chunk that does not hold what its count says.
+pub async fn stitch_checked(
+    source: &Path,
+    probe: &Probe,
+    chunks: &[PathBuf],
+    counts: &[usize],
+    out: &Path,
+) -> Result<(), MediaError> {
+    if chunks.is_empty() || chunks.len() != counts.len() {
+        return Err(MediaError::InvalidRequest {
+            reason: format!("{} chunks to stitch, {} counts", chunks.len(), counts.len()),
+        });
+    }
+    let tb = probe.video.time_base;
+    let first_pts = probe.frames.first().map_or(0, |f| f.pts);
+
+    // Where each chunk starts, in source frames.
+    let mut starts = Vec::with_capacity(chunks.len());
+    let mut next = 0usize;
+    for count in counts {
         if next >= probe.frames.len() {
             return Err(MediaError::InvalidRequest {
                 reason: format!(
@@ -67,7 +92,7 @@ pub async fn stitch(
             });
         }
         starts.push(micros_round(probe.frames[next].pts - first_pts, tb));
-        next += chunk_probe.frames.len();
+        next += count;
     }
 
     let mut list = b"ffconcat version 1.0\n".to_vec();

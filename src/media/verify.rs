@@ -27,6 +27,15 @@ pub async fn verify_chunk(
     chunk: &Path,
 ) -> Result<(), MediaError> {
     let chunk_probe = super::probe(chunk).await?;
+    compare_chunk(source, range, &chunk_probe)
+}
+
+/// [`verify_chunk`] on a chunk probed already.
+pub fn compare_chunk(
+    source: &Probe,
+    range: Range<u64>,
+    chunk_probe: &Probe,
+) -> Result<(), MediaError> {
     let (start, end) = (
         range.start as usize,
         range.end.min(source.frame_count()) as usize,
@@ -34,7 +43,7 @@ pub async fn verify_chunk(
     compare_frames(
         &source.frames[start.min(end)..end],
         source.video.time_base,
-        &chunk_probe,
+        chunk_probe,
     )
 }
 

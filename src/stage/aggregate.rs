@@ -198,17 +198,21 @@ pub async fn stitch(
                     .await?,
             );
         }
+        // Each chunk was checked against its range and the job's codec before its done marker
+        // was written (and each marker's count against the plan above): the join takes the
+        // plan's counts instead of probing every chunk again. The output is verified below.
+        let counts: Vec<usize> = manifest.batches.iter().map(|b| b.len() as usize).collect();
         let source = ctx.pinned_source(manifest).await?;
         phases.insert("stitch_fetch", phase.elapsed().as_secs_f64());
         let phase = Instant::now();
         let stitched = work.join("output.mp4");
         match &manifest.temporal {
-            None => crate::media::stitch(
+            None => crate::media::stitch::stitch_checked(
                 &source,
                 &manifest.probe,
                 &chunks,
+                &counts,
                 &stitched,
-                &manifest.encoder,
             )
             .await
             .map_err(|e| StageError::media("stitching", e))?,
@@ -217,6 +221,7 @@ pub async fn stitch(
                     &source,
                     &manifest.probe,
                     &chunks,
+                    &counts,
                     &stitched,
                     &manifest.encoder,
                     temporal,
