@@ -13,7 +13,12 @@
 //! ```
 //!
 //! Prints one JSON line: frames, batches, wall seconds, and the seconds spent decoding, styling
-//! and encoding (the stages run one after another here, so they add up to the wall time).
+//! and encoding (the stages run one after another here, so they add up to the wall time), and
+//! how many frames the decoder decoded for them (`decoded_frames`, from the clip's keyframes).
+//!
+//! The batches are decoded the way a worker does, reading on with one open decoder
+//! ([`media::decode_frames_with`]); `WORKER_BENCH_DECODE=per-range` decodes each batch with its
+//! own ffmpeg from the keyframe at or before it ([`media::decode_frames`]), for comparison.
 
 use std::time::Instant;
 
@@ -60,11 +65,42 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let (mut decode, mut model, mut encode) = (0.0, 0.0, 0.0);
     let plan = plan_batches(frames, batch_frames);
+    let per_range = match std::env::var("WORKER_BENCH_DECODE").as_deref() {
+        Ok("per-range") => true,
+        Ok("reader") | Err(_) => false,
+        Ok(other) => bail!("WORKER_BENCH_DECODE is per-range or reader, not {other}"),
+    };
+    let keyframe_before = |i: u64| {
+        probe.frames[..=i as usize]
+            .iter()
+            .rposition(|f| f.keyframe)
+            .unwrap_or(0) as u64
+    };
+    // Frames the decoder decodes: from the keyframe at or before each range (per range), or
+    // from the reader's position when reading on is the cheaper (the reader's rule).
+    let mut decoded_frames = 0u64;
+    let mut position: Option<u64> = None;
+    let mut reader = None;
     let started = Instant::now();
     for batch in &plan {
         let range = batch.frames[0]..batch.frames[1];
+        let seek_from = keyframe_before(range.start);
+        let from = match position {
+            Some(p)
+                if !per_range && p <= range.start && range.start - p <= range.start - seek_from =>
+            {
+                p
+            }
+            _ => seek_from,
+        };
+        decoded_frames += range.end - from;
+        position = Some(range.end);
         let t = Instant::now();
-        let decoded = media::decode_frames(&clip, &probe, range.clone()).await?;
+        let decoded = if per_range {
+            media::decode_frames(&clip, &probe, range.clone()).await?
+        } else {
+            media::decode_frames_with(&mut reader, &clip, &probe, range.clone()).await?
+        };
         decode += t.elapsed().as_secs_f64();
 
         let t = Instant::now();
@@ -108,6 +144,8 @@ async fn main() -> anyhow::Result<()> {
             "decode_s": decode,
             "model_s": model,
             "encode_s": encode,
+            "decode": if per_range { "per-range" } else { "reader" },
+            "decoded_frames": decoded_frames,
         })
     );
     Ok(())

@@ -692,6 +692,86 @@ async fn big_buck_bunny_segment_roundtrips() {
     );
 }
 
+/// Decodes `ranges` in turn with one reader kept between them, and checks each against the
+/// per-range decode; returns how many of the ranges the open reader served without a restart.
+async fn assert_reader_matches(source: &Path, ranges: &[Range<u64>]) -> usize {
+    let probe = media::probe(source).await.unwrap();
+    let mut reader = None;
+    let mut served = 0;
+    for range in ranges {
+        let reused = reader
+            .as_ref()
+            .is_some_and(|r: &media::FrameReader| r.serves(source, &probe, range.start as usize));
+        let read = media::decode_frames_with(&mut reader, source, &probe, range.clone())
+            .await
+            .unwrap();
+        let alone = media::decode_frames(source, &probe, range.clone())
+            .await
+            .unwrap();
+        assert_eq!(read.len(), alone.len(), "{range:?}");
+        assert!(read == alone, "the reader's frames {range:?} differ");
+        served += usize::from(reused);
+    }
+    served
+}
+
+#[tokio::test]
+async fn reader_decodes_each_range_as_the_per_range_decode_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // One GOP: every later range is read on, ranges with a gap too; one behind restarts.
+    let source = clips::single_keyframe(d);
+    let ranges = [0..7, 7..16, 20..31, 31..40, 3..9];
+    assert_eq!(assert_reader_matches(&source, &ranges).await, 3);
+    // VFR timestamps, B-frames.
+    let source = clips::vfr(d);
+    assert_eq!(
+        assert_reader_matches(&source, &[5..17, 17..33, 33..40]).await,
+        2
+    );
+    // Open GOPs: ranges on, before and after a keyframe, and the first range after a seek.
+    let source = clips::long_gop(d);
+    let probe = media::probe(&source).await.unwrap();
+    let k = probe
+        .frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.keyframe)
+        .nth(1)
+        .map(|(i, _)| i as u64)
+        .unwrap();
+    assert_reader_matches(&source, &[k - 3..k, k..k + 4, k + 4..60]).await;
+    assert_reader_matches(&source, &[k + 1..k + 5, k + 5..60]).await;
+    // A late start (MPEG-TS).
+    let source = clips::mpegts(d);
+    let n = media::probe(&source).await.unwrap().frame_count();
+    assert_reader_matches(&source, &[0..n / 2, n / 2..n]).await;
+}
+
+#[tokio::test]
+async fn reader_refuses_a_frame_whose_timestamp_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = clips::single_keyframe(dir.path());
+    let mut probe = media::probe(&source).await.unwrap();
+    probe.frames[12].pts += 1;
+    let mut reader = media::FrameReader::open(&source, &probe, 4).unwrap();
+    let err = reader
+        .read(&probe, 4..20)
+        .await
+        .expect_err("frame 12 is off");
+    assert!(matches!(err, MediaError::Mismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("frame 12"), "{err}");
+    // The decode falls back to the per-range decode (which selects by pts range and counts,
+    // so a pts moved within its frame's slot passes there), and the failed reader is dropped.
+    let mut reader = None;
+    let fallback = media::decode_frames_with(&mut reader, &source, &probe, 4..20)
+        .await
+        .unwrap();
+    let alone = media::decode_frames(&source, &probe, 4..20).await.unwrap();
+    assert!(fallback == alone, "the fallback is the per-range decode");
+    assert!(reader.is_none(), "a failed reader is not kept");
+}
+
 #[tokio::test]
 async fn stitch_refuses_a_chunk_of_another_codec() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::MediaError;
@@ -116,6 +116,19 @@ impl FfCommand {
         Self::new(Program::Ffmpeg, step).args(["-hide_banner", "-nostdin", "-loglevel", "error"])
     }
 
+    /// An ffmpeg run doing `step` whose filters report on stderr (`-loglevel info`, the level
+    /// of `showinfo`; `-nostats` keeps the progress line out). Spawn it with
+    /// [`FfCommand::spawn_reporting`].
+    pub(crate) fn ffmpeg_reporting(step: &'static str) -> Self {
+        Self::new(Program::Ffmpeg, step).args([
+            "-hide_banner",
+            "-nostdin",
+            "-nostats",
+            "-loglevel",
+            "info",
+        ])
+    }
+
     /// An ffprobe run doing `step`, printing JSON.
     pub(crate) fn ffprobe(step: &'static str) -> Self {
         Self::new(Program::Ffprobe, step).args([
@@ -195,6 +208,50 @@ impl FfCommand {
             program,
             step,
         })
+    }
+
+    /// Starts the program like [`FfCommand::spawn`] (no stdin), except that the stderr lines
+    /// for which `report` is true are sent, in order, to the receiver returned beside it; the
+    /// other lines are collected for the error as usual.
+    pub(crate) fn spawn_reporting(
+        self,
+        report: fn(&str) -> bool,
+    ) -> Result<(Streaming, tokio::sync::mpsc::UnboundedReceiver<String>), MediaError> {
+        let program = self.program.name();
+        let step = self.step;
+        let mut child = self.start(false, "starting")?;
+        let (lines, received) = tokio::sync::mpsc::unbounded_channel();
+        let stderr = child.stderr.take().map(|pipe| {
+            tokio::spawn(async move {
+                let mut text = Vec::new();
+                let mut reader = tokio::io::BufReader::new(pipe);
+                let mut line = Vec::new();
+                // Bytes, not `lines()`: a line that is not UTF-8 (a file name) must not stop
+                // the draining, or the tool would block on a full pipe.
+                while matches!(reader.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+                    let text_line = String::from_utf8_lossy(&line);
+                    if report(&text_line) {
+                        // The receiver gone means nobody reads on: keep draining the pipe.
+                        let _ = lines.send(text_line.trim_end().to_owned());
+                    } else {
+                        text.extend_from_slice(&line);
+                    }
+                    line.clear();
+                }
+                text
+            })
+        });
+        Ok((
+            Streaming {
+                stdin: None,
+                stdout: child.stdout.take(),
+                child,
+                stderr,
+                program,
+                step,
+            },
+            received,
+        ))
     }
 
     /// Runs with no input and returns stdout and stderr, or the failure with stderr's tail.

@@ -8,6 +8,8 @@
 //! - [`probe()`]: ffprobe into a [`Probe`], refusing what is not a video.
 //! - [`check`]: size limits ([`Limits`]).
 //! - [`decode_frames`]: a frame range to RGB24, seeking to the nearest keyframe.
+//! - [`reader`]: a decoder kept open across the ranges of one source taken in order
+//!   ([`FrameReader`], [`decode_frames_with`]), each frame's pts checked.
 //! - [`encode_chunk`]: RGB24 frames to an mp4 chunk with exact timestamps ([`EncoderSettings`]).
 //! - [`codec`]: the codec and preset names, each encoder's arguments, and `auto` resolved once
 //!   per process (`h264_nvenc` where a probe encode works, else `libx264`).
@@ -33,6 +35,7 @@ pub mod encode;
 mod error;
 pub mod limits;
 pub mod probe;
+pub mod reader;
 pub mod stabilise;
 pub mod still;
 pub mod stitch;
@@ -47,6 +50,7 @@ pub use encode::{EncoderSettings, encode_chunk};
 pub use error::MediaError;
 pub use limits::{Limits, check};
 pub use probe::{FormatInfo, FrameTime, Probe, StreamInfo, VideoStream, probe};
+pub use reader::{FrameReader, decode_frames_with};
 pub use stabilise::{StabiliseReport, stitch_stabilised};
 pub use still::{Still, encoded_size, frame_at, frame_index_at};
 pub use stitch::stitch;

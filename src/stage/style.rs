@@ -45,6 +45,10 @@ pub struct StyleStage {
     current: tokio::sync::Mutex<Option<(String, Arc<Stylizer>)>>,
     /// The device every network runs on.
     device: Option<candle_core::Device>,
+    /// The decoder of the last batch, kept open so that the next batch of the same source reads
+    /// on instead of decoding again from a keyframe (see [`crate::media::reader`]). Held while
+    /// a batch decodes: batches in flight decode in turn.
+    reader: tokio::sync::Mutex<Option<crate::media::FrameReader>>,
     /// Cancelled when the worker shuts down: a batch still waiting for the device is released.
     stopping: CancellationToken,
 }
@@ -71,6 +75,7 @@ impl StyleStage {
         Self {
             current: Default::default(),
             device: Some(device),
+            reader: Default::default(),
             stopping: CancellationToken::new(),
         }
     }
@@ -184,9 +189,12 @@ impl StyleStage {
 
         let started = Instant::now();
         let source = ctx.pinned_source(manifest).await?;
-        let frames = crate::media::decode_frames(&source, &manifest.probe, range.clone())
-            .await
-            .map_err(|e| StageError::media(format!("decoding frames {range:?}"), e))?;
+        let frames = {
+            let mut reader = self.reader.lock().await;
+            crate::media::decode_frames_with(&mut reader, &source, &manifest.probe, range.clone())
+                .await
+                .map_err(|e| StageError::media(format!("decoding frames {range:?}"), e))?
+        };
         timings.insert("decode".to_owned(), started.elapsed().as_secs_f64());
         log.info(format!("decoded {} frames {range:?}", frames.len()));
 
