@@ -35,7 +35,7 @@ clip="$work/bbb-1280x720-132.mp4"
 ffmpeg -v error -i "$source" -frames:v 132 -t 5.28 -vf scale=1280:720 -c:v libx264 -preset veryfast \
     -crf 16 -c:a copy "$clip"
 echo "keyframes of the clip (frame indices): $(ffprobe -v error -select_streams v -show_entries frame=key_frame \
-    -of csv=p=0 "$clip" | awk '$1 == 1 { printf "%d ", NR - 1 }')"
+    -of csv=p=0 "$clip" | awk -F, 'NF && $1 != "" { if ($1 == 1) printf "%d ", n; n++ } END { printf "of %d frames", n }')"
 
 results="$work/results.jsonl"
 for round in $(seq "$rounds"); do
