@@ -809,3 +809,46 @@ async fn stitch_refuses_a_chunk_of_another_codec() {
         "{err}"
     );
 }
+
+/// The stabilised stitch takes the plan's frame counts instead of probing the chunks: a chunk
+/// holding more frames than its count, or fewer, fails it; the right counts pass and verify.
+#[tokio::test]
+async fn stabilised_stitch_checks_each_chunk_against_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let source = clips::cfr_with_aac(d, 64, 48, 20, 25);
+    let probe = media::probe(&source).await.unwrap();
+    let mut chunks = Vec::new();
+    for (i, range) in batches(20, 10).into_iter().enumerate() {
+        let frames = media::decode_frames(&source, &probe, range.clone())
+            .await
+            .unwrap();
+        let chunk = d.join(format!("{i:05}.mp4"));
+        media::encode_chunk(&frames, &probe, range, &chunk, &settings())
+            .await
+            .unwrap();
+        chunks.push(chunk);
+    }
+    let temporal = stylefleet::temporal::TemporalSettings::default();
+    let stitch = |counts: Vec<usize>, name: &'static str| {
+        let (source, probe, chunks, temporal) = (&source, &probe, &chunks, &temporal);
+        async move {
+            let out = d.join(name);
+            media::stitch_stabilised(source, probe, chunks, &counts, &out, &settings(), temporal)
+                .await
+                .map(|_| out)
+        }
+    };
+    let err = stitch(vec![9, 11], "more.mp4")
+        .await
+        .expect_err("chunk 0 holds 10 frames, not 9");
+    assert!(
+        matches!(err, MediaError::FrameCount { .. }),
+        "more frames than counted: {err:?}"
+    );
+    stitch(vec![11, 9], "fewer.mp4")
+        .await
+        .expect_err("chunk 0 holds 10 frames, not 11");
+    let out = stitch(vec![10, 10], "right.mp4").await.unwrap();
+    media::verify(&probe, &out).await.unwrap();
+}
