@@ -25,6 +25,9 @@
 //! - [`access`]: the deployment's access matrix (`infra/access.json`) and the guard that holds a
 //!   process to its identity's grants in tests (`STYLEFLEET_IDENTITY`).
 //! - [`fault`]: named fault points that tests arm through the environment (crash or fail at a step).
+//! - [`telemetry`]: OpenTelemetry traces and metrics (OTLP, Application Insights, the
+//!   Prometheus text of `/metrics`), configured from the standard environment;
+//!   [`telemetry::metrics`]: the instruments.
 //! - [`lifecycle`]: `main` set-up (arguments, logging, runtime) and shutdown signals, shared by
 //!   the same three executables; [`terminal`]: progress bars and log lines sharing stderr, colour
 //!   only on a terminal, stdout that may be a closed pipe.
@@ -47,5 +50,6 @@ pub mod settings;
 pub mod setup;
 pub mod stage;
 pub mod store;
+pub mod telemetry;
 pub mod temporal;
 pub mod terminal;

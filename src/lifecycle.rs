@@ -1,6 +1,6 @@
 //! How each stylefleet executable (the CLI, the Functions handler, the worker container) starts
-//! and stops: its arguments and environment, logs on stderr, the runtime, and the shutdown
-//! signals.
+//! and stops: its arguments and environment, logs on stderr, telemetry ([`crate::telemetry`],
+//! flushed at exit), the runtime, and the shutdown signals.
 
 use std::error::Error;
 use std::future::Future;
@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::telemetry::{Service, Telemetry};
 
 /// How an executable logs on stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,29 +23,45 @@ pub struct Logging {
     pub json: bool,
     /// Errors only (`RUST_LOG`, when set, still decides).
     pub quiet: bool,
-}
-
-/// Logs on stderr, human-readable or one JSON object a line, filtered by `RUST_LOG` (default
-/// `info`).
-pub fn init_logging(json: bool) {
-    init(Logging { json, quiet: false });
+    /// Who reports telemetry.
+    pub service: Service,
 }
 
 /// Logs on stderr as `logging` says, filtered by `RUST_LOG` (default `info`, or `error` when
 /// quiet). Lines are written above any progress bar ([`crate::terminal`]), in colour only on a
-/// terminal that does not set `NO_COLOR`.
-pub fn init(logging: Logging) {
+/// terminal that does not set `NO_COLOR`. Telemetry is set up from the environment beside them
+/// (spans of the `stylefleet*` crates at `info` and above go to the exporters whatever
+/// `RUST_LOG` says); the returned guard flushes it ([`Telemetry::shutdown`]). Call it inside the
+/// runtime that is to run the exports.
+pub fn init(logging: Logging) -> Telemetry {
     let default = if logging.quiet { "error" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Spans are for the exporters: log lines stay as they were, without span prefixes. The SDK's
+    // own lines stay out too: its exporters' failures are reported once (`telemetry::export`).
+    let lines = tracing_subscriber::filter::filter_fn(|meta| {
+        !meta.is_span() && !meta.target().starts_with("opentelemetry")
+    });
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(crate::terminal::LogWriter)
         .with_ansi(crate::terminal::colour_on_stderr());
-    if logging.json {
-        builder.json().init();
+    let fmt = if logging.json {
+        fmt.json().with_filter(filter.and(lines)).boxed()
     } else {
-        builder.init();
-    }
+        fmt.with_filter(filter.and(lines)).boxed()
+    };
+    let (telemetry, tracer) = Telemetry::from_env(logging.service);
+    let spans = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.target().starts_with("stylefleet") && *meta.level() <= tracing::Level::INFO
+            }))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(spans)
+        .try_init();
+    telemetry
 }
 
 /// Whether `STYLEFLEET_LOG_FORMAT` asks for JSON logs (the executables configured from the
@@ -75,9 +96,10 @@ pub fn shutdown_on_signals(in_hand: &'static str) -> std::io::Result<Cancellatio
     Ok(token)
 }
 
-/// The `main` of each executable: logs on stderr, a multi-threaded runtime, `run` on it, and its
-/// error with its causes ([`report`]) on stderr with exit code 1.
+/// The `main` of each executable: logs on stderr, telemetry for `service`, a multi-threaded
+/// runtime, `run` on it, and its error with its causes ([`report`]) on stderr with exit code 1.
 pub fn main<E: AsRef<dyn Error + Send + Sync + 'static>>(
+    service: Service,
     json_logs: bool,
     run: impl Future<Output = Result<ExitCode, E>>,
 ) -> ExitCode {
@@ -85,34 +107,48 @@ pub fn main<E: AsRef<dyn Error + Send + Sync + 'static>>(
         Logging {
             json: json_logs,
             quiet: false,
+            service,
         },
         run,
     )
 }
 
-/// [`main`] with logs set up as `logging` says.
+/// [`main`] with logs set up as `logging` says. Telemetry is flushed when `run` ends, also
+/// after a SIGTERM drain, so the last batch's spans and measurements are exported.
 pub fn main_with<E: AsRef<dyn Error + Send + Sync + 'static>>(
     logging: Logging,
     run: impl Future<Output = Result<ExitCode, E>>,
 ) -> ExitCode {
-    init(logging);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
+            init_without_runtime(logging);
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run) {
+    let telemetry = {
+        let _inside = runtime.enter();
+        init(logging)
+    };
+    let code = match runtime.block_on(run) {
         Ok(code) => code,
         Err(e) => {
             crate::terminal::eprint_line(&format!("error: {}", report(e.as_ref())));
             ExitCode::FAILURE
         }
-    }
+    };
+    // Outside the runtime's tasks, with the runtime alive: the last exports run on it.
+    telemetry.shutdown();
+    code
+}
+
+/// Logs without a runtime: telemetry cannot export, and says so.
+fn init_without_runtime(logging: Logging) {
+    init(logging).shutdown();
 }
 
 /// An error and its causes, `: `-separated, skipping a cause whose text the message before it

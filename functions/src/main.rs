@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 use stylefleet::lifecycle;
 use stylefleet::settings::Settings;
 use stylefleet::setup::{self, Location};
+use stylefleet::telemetry::Service;
 use stylefleet_functions::aggregator::{self, AggregatorConfig};
 use stylefleet_functions::health::Health;
 use stylefleet_functions::server::{self, App};
@@ -48,8 +49,8 @@ fn main() -> ExitCode {
     let cli: Cli = lifecycle::parse_args();
     let json = lifecycle::json_logs_from_env();
     match cli.mode.unwrap_or(Mode::Handler) {
-        Mode::Handler => lifecycle::main(json, handler()),
-        Mode::Aggregate(config) => lifecycle::main(json, aggregate(config)),
+        Mode::Handler => lifecycle::main(Service::FUNCTIONS, json, handler()),
+        Mode::Aggregate(config) => lifecycle::main(Service::FUNCTIONS, json, aggregate(config)),
     }
 }
 

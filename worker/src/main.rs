@@ -8,12 +8,17 @@ use std::process::ExitCode;
 use stylefleet::lifecycle;
 use stylefleet::settings::Settings;
 use stylefleet::setup::{self, Location};
+use stylefleet::telemetry::Service;
 use stylefleet_worker::config::WorkerConfig;
 use stylefleet_worker::health::Health;
 
 fn main() -> ExitCode {
     let config: WorkerConfig = lifecycle::parse_args();
-    lifecycle::main(lifecycle::json_logs_from_env(), run(config))
+    lifecycle::main(
+        Service::WORKER,
+        lifecycle::json_logs_from_env(),
+        run(config),
+    )
 }
 
 async fn run(config: WorkerConfig) -> anyhow::Result<ExitCode> {

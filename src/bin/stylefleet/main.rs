@@ -78,6 +78,7 @@ fn main() -> ExitCode {
         stylefleet::lifecycle::Logging {
             json: matches!(cli.log_format, LogFormat::Json),
             quiet: cli.quiet,
+            service: stylefleet::telemetry::Service::CLI,
         },
         commands::run(cli.command, cli.log_format, cli.quiet),
     )
