@@ -30,8 +30,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::queue::{Delivery, QueueError, QueueExt};
+use crate::queue::{BATCHES, Delivery, QueueError, QueueExt, STITCH};
 use crate::stage::{Context, Outcome};
 
 /// Something that handles deliveries, several at once when the loop is told to.
@@ -269,7 +270,8 @@ enum Ended {
     Drained,
 }
 
-/// Handles one delivery under its renewed lock and settles it; says how it ended.
+/// Handles one delivery under its renewed lock and settles it, in a span of its own (see
+/// [`crate::telemetry`]); says how it ended, and counts it in the metrics.
 async fn process_one<H: Handler>(
     ctx: &Context,
     handler: &H,
@@ -277,7 +279,61 @@ async fn process_one<H: Handler>(
     shutdown: &CancellationToken,
     delivery: Delivery,
 ) -> Counted {
-    let delivery = &delivery;
+    let (job, batch) = match crate::inspect::job_of_message(&delivery.body) {
+        Some((job, batch)) => (Some(job.to_string()), batch),
+        None => (None, None),
+    };
+    let span = tracing::info_span!(
+        "delivery",
+        otel.name = %format!("{} process", options.queue),
+        otel.kind = "consumer",
+        messaging.destination.name = %options.queue,
+        messaging.message.id = %delivery.id,
+        // Signed: the span layer exports unsigned values as text.
+        messaging.delivery_count = i64::from(delivery.delivery_count),
+        stylefleet.job = job.as_deref(),
+        stylefleet.batch = batch.map(i64::from),
+        stylefleet.outcome = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let (counted, outcome) = settle_one(ctx, handler, options, shutdown, &delivery)
+        .instrument(span.clone())
+        .await;
+    span.record("stylefleet.outcome", outcome);
+    let stage = match options.queue.as_str() {
+        BATCHES => Some("batch"),
+        STITCH => Some("stitch"),
+        _ => None,
+    };
+    if options.queue == BATCHES {
+        crate::telemetry::metrics::batch(outcome, started.elapsed().as_secs_f64());
+    }
+    if let (Some(stage), Some(reason)) = (stage, &counted.failure) {
+        crate::telemetry::metrics::failure(stage, reason);
+    }
+    counted.counted
+}
+
+/// How a delivery was settled: the report's count, and the failure to count, if any.
+struct Settled {
+    counted: Counted,
+    /// `transient`, a dead-letter reason, or `LockLost`.
+    failure: Option<String>,
+}
+
+/// [`process_one`]'s work: handles the delivery under its renewed lock and settles it; says how
+/// it ended (with the outcome's name for the span and the metrics).
+async fn settle_one<H: Handler>(
+    ctx: &Context,
+    handler: &H,
+    options: &ConsumeOptions,
+    shutdown: &CancellationToken,
+    delivery: &Delivery,
+) -> (Settled, &'static str) {
+    let lock_lost = || Settled {
+        counted: Counted::Lost,
+        failure: Some("LockLost".to_owned()),
+    };
     tracing::debug!(queue = %options.queue, id = %delivery.id, count = delivery.delivery_count, "received");
     let renewal = Arc::clone(&ctx.queue).keep_locked(delivery);
     let lost = renewal.lost();
@@ -295,7 +351,7 @@ async fn process_one<H: Handler>(
     };
     // Renewal ends before settling, so that the two never overlap.
     let renewed = renewal.stop().await;
-    let (counted, settled) = match ended {
+    let (counted, outcome, failure, settled) = match ended {
         Ended::LockLost => {
             let error = renewed.err();
             tracing::warn!(
@@ -305,15 +361,20 @@ async fn process_one<H: Handler>(
                 error = error.as_ref().map(tracing::field::display),
                 "the lock was lost: abandoned the work, which a redelivery redoes"
             );
-            return Counted::Lost;
+            return (lock_lost(), "lost");
         }
-        Ended::Handled(Outcome::Complete) => {
-            (Counted::Completed, ctx.queue.complete(delivery).await)
-        }
+        Ended::Handled(Outcome::Complete) => (
+            Counted::Completed,
+            "completed",
+            None,
+            ctx.queue.complete(delivery).await,
+        ),
         Ended::Handled(Outcome::Retry { reason, delay }) => {
             tracing::warn!(id = %delivery.id, %reason, ?delay, "retrying later");
             (
                 Counted::Abandoned,
+                "retried",
+                Some("transient".to_owned()),
                 ctx.queue.abandon(delivery, Some(delay)).await,
             )
         }
@@ -322,30 +383,38 @@ async fn process_one<H: Handler>(
             description,
         }) => {
             tracing::error!(id = %delivery.id, %reason, %description, "dead-lettered");
-            (
-                Counted::DeadLettered,
-                ctx.queue.dead_letter(delivery, &reason, &description).await,
-            )
+            let result = ctx.queue.dead_letter(delivery, &reason, &description).await;
+            (Counted::DeadLettered, "dead_lettered", Some(reason), result)
         }
         Ended::Handled(Outcome::Release { reason }) => {
             tracing::info!(id = %delivery.id, %reason, "released");
-            (Counted::Abandoned, ctx.queue.abandon(delivery, None).await)
+            (
+                Counted::Abandoned,
+                "released",
+                None,
+                ctx.queue.abandon(delivery, None).await,
+            )
         }
         Ended::Drained => {
             tracing::warn!(id = %delivery.id, grace = ?options.grace, "shutting down: releasing the unfinished delivery");
-            (Counted::Abandoned, ctx.queue.abandon(delivery, None).await)
+            (
+                Counted::Abandoned,
+                "drained",
+                None,
+                ctx.queue.abandon(delivery, None).await,
+            )
         }
     };
     match settled {
         Err(error @ QueueError::LockLost { .. }) => {
             // The lock ran out as the work ended: someone else may redo it, which is harmless.
             tracing::warn!(id = %delivery.id, %error, "the lock was lost before the delivery was settled");
-            return Counted::Lost;
+            return (lock_lost(), "lost");
         }
         Err(error) => {
             tracing::warn!(id = %delivery.id, %error, "could not settle the delivery");
         }
         Ok(()) => {}
     }
-    counted
+    (Settled { counted, failure }, outcome)
 }

@@ -89,6 +89,12 @@ pub async fn run(
             tracing::warn!(error = %e, "fleet tick failed; retrying");
         }
         let backlog = ctx.queue.backlog(BATCHES).await.unwrap_or(0);
+        crate::telemetry::metrics::queue_depth(BATCHES, backlog);
+        if crate::telemetry::metrics::read()
+            && let Ok(stitches) = ctx.queue.backlog(STITCH).await
+        {
+            crate::telemetry::metrics::queue_depth(STITCH, stitches);
+        }
         let target = scaler.decide(backlog, pool.len(), tokio::time::Instant::now());
         if target != pool.len() {
             tracing::info!(backlog, from = pool.len(), to = target, "scaling workers");

@@ -19,7 +19,7 @@ use crate::inspect::{InspectError, JobView, job_of_message, view};
 use crate::job::{JobId, JobState, Manifest, Request, StyleChoice, paths};
 use crate::media::MediaError;
 use crate::message::StitchMessage;
-use crate::queue::STITCH;
+use crate::queue::{BATCHES, STITCH};
 use crate::stage::split::{SplitOutcome, split};
 use crate::stage::{Context, StageError};
 use crate::store::StoreError;
@@ -214,6 +214,13 @@ pub async fn process(
             Err(e) => return Err(e.into()),
         };
         progress(&current);
+        if crate::telemetry::metrics::read() {
+            for queue in [BATCHES, STITCH] {
+                if let Ok(depth) = ctx.queue.backlog(queue).await {
+                    crate::telemetry::metrics::queue_depth(queue, depth);
+                }
+            }
+        }
         stitching.send_replace(current.state == JobState::Stitching);
         match current.state {
             JobState::Done => break Ok(current),

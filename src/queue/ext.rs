@@ -139,7 +139,12 @@ async fn renew<Q: Queue + ?Sized>(
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(interval) => {}
         }
-        match queue.renew_lock(delivery).await {
+        let renewed = queue.renew_lock(delivery).await;
+        // One that fails because the holder settled the message meanwhile is no failure.
+        if renewed.is_ok() || !stop.is_cancelled() {
+            crate::telemetry::metrics::lock_renewal(renewed.is_ok());
+        }
+        match renewed {
             Ok(_) => held_until = Instant::now() + delivery.lock_duration,
             // The holder settled the message while the renewal was in flight: not a loss.
             Err(_) if stop.is_cancelled() => return Ok(()),

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::job::{DoneMarker, JobId, JobState, Manifest, Status, now_secs, paths};
 use crate::message::StitchMessage;
@@ -206,6 +207,16 @@ pub async fn stitch(
         phases.insert("stitch_fetch", phase.elapsed().as_secs_f64());
         let phase = Instant::now();
         let stitched = work.join("output.mp4");
+        // Signed: the span layer exports unsigned values as text.
+        let frames = i64::try_from(manifest.probe.frames.len()).unwrap_or(i64::MAX);
+        let step = |name: &'static str| {
+            tracing::info_span!(
+                "step",
+                otel.name = name,
+                stylefleet.job = %job,
+                stylefleet.frames = frames,
+            )
+        };
         match &manifest.temporal {
             None => crate::media::stitch::stitch_checked(
                 &source,
@@ -214,6 +225,7 @@ pub async fn stitch(
                 &counts,
                 &stitched,
             )
+            .instrument(step("stitch.concat"))
             .await
             .map_err(|e| StageError::media("stitching", e))?,
             Some(temporal) => {
@@ -226,6 +238,7 @@ pub async fn stitch(
                     &manifest.encoder,
                     temporal,
                 )
+                .instrument(step("stitch.stabilise"))
                 .await
                 .map_err(|e| StageError::media("stitching with temporal stabilisation", e))?;
                 log.info(format!(
@@ -249,6 +262,7 @@ pub async fn stitch(
         phases.insert(joined, phase.elapsed().as_secs_f64());
         let phase = Instant::now();
         crate::media::verify(&manifest.probe, &stitched)
+            .instrument(step("stitch.verify"))
             .await
             .map_err(|e| {
                 StageError::Permanent(Failure::new(
@@ -258,7 +272,11 @@ pub async fn stitch(
             })?;
         phases.insert("stitch_verify", phase.elapsed().as_secs_f64());
         let phase = Instant::now();
-        let created = ctx.store.upload(&stitched, &output, true).await?;
+        let created = ctx
+            .store
+            .upload(&stitched, &output, true)
+            .instrument(step("stitch.upload"))
+            .await?;
         if !created {
             // The name is this job's (its claim says so), so what is there must be this job's
             // output from an attempt that died before `done`: check that rather than trust it.
@@ -301,6 +319,7 @@ pub async fn stitch(
         updated_at: now_secs(),
     };
     ctx.store.put_json(&paths::status(job), &status).await?;
+    crate::telemetry::metrics::job(crate::telemetry::metrics::JobEvent::Done);
     Ok(())
 }
 

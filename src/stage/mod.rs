@@ -274,13 +274,14 @@ impl Context {
         total: u32,
         reason: &str,
     ) {
-        match self.store.get_json::<Status>(&paths::status(job)).await {
+        let already_failed = match self.store.get_json::<Status>(&paths::status(job)).await {
             Ok(Some(status)) if status.state == JobState::Done => {
                 tracing::warn!(%job, ?batch, %reason, "a duplicate failed after the job was done; ignored");
                 return;
             }
-            _ => {}
-        }
+            Ok(Some(status)) => status.state == JobState::Failed,
+            _ => false,
+        };
         let record = FailureRecord {
             batch: batch.unwrap_or(u32::MAX),
             reason: reason.to_owned(),
@@ -305,6 +306,9 @@ impl Context {
         };
         if let Err(e) = self.store.put_json(&paths::status(job), &status).await {
             tracing::warn!(%job, error = %e, "cannot write the failed status");
+        }
+        if !already_failed {
+            crate::telemetry::metrics::job(crate::telemetry::metrics::JobEvent::Failed);
         }
     }
 }

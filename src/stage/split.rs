@@ -20,6 +20,8 @@
 
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use crate::job::{
     JobId, JobState, Manifest, Source, Status, StyleChoice, extension_of, now_secs, paths,
     plan_batches,
@@ -132,8 +134,60 @@ fn check_style(style: &StyleChoice) -> Result<(), String> {
     Ok(())
 }
 
-/// Plans (or finds) the job for `source_path` styled with `style`, and queues its missing batches.
+/// Plans (or finds) the job for `source_path` styled with `style`, and queues its missing batches;
+/// in a `split` span (see [`crate::telemetry`]), counted in the job and failure metrics.
 pub async fn split(
+    ctx: &Context,
+    source_path: &str,
+    style: &StyleChoice,
+) -> Result<SplitOutcome, StageError> {
+    use crate::telemetry::metrics::{self, JobEvent};
+    let span = tracing::info_span!(
+        "split",
+        stylefleet.source = source_path,
+        stylefleet.job = tracing::field::Empty,
+        stylefleet.batches = tracing::field::Empty,
+        stylefleet.outcome = tracing::field::Empty,
+    );
+    let result = split_source(ctx, source_path, style)
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok(outcome) => {
+            span.record("stylefleet.job", outcome.job().as_str());
+            match outcome {
+                SplitOutcome::Planned {
+                    batches, created, ..
+                } => {
+                    span.record("stylefleet.batches", i64::from(*batches));
+                    span.record("stylefleet.outcome", "planned");
+                    if *created {
+                        metrics::job(JobEvent::Planned);
+                    }
+                }
+                SplitOutcome::Done { .. } => {
+                    span.record("stylefleet.outcome", "done");
+                }
+                SplitOutcome::Rejected { .. } => {
+                    span.record("stylefleet.outcome", "rejected");
+                }
+            }
+        }
+        Err(e) => {
+            span.record("stylefleet.outcome", "failed");
+            let reason = if e.is_transient() {
+                "transient"
+            } else {
+                "PermanentFailure"
+            };
+            metrics::failure("split", reason);
+        }
+    }
+    result
+}
+
+/// [`split`]'s work.
+async fn split_source(
     ctx: &Context,
     source_path: &str,
     style: &StyleChoice,
@@ -197,7 +251,11 @@ pub async fn split(
                 "planning {source_path} ({} bytes, version {version})",
                 source.size
             ));
-            match plan(ctx, &job, source_path, &local, &source, style).await? {
+            let planning = tracing::info_span!("plan", stylefleet.job = %job);
+            match plan(ctx, &job, source_path, &local, &source, style)
+                .instrument(planning)
+                .await?
+            {
                 Err(reason) => {
                     log.warn(format!("refused: {reason}"));
                     reject(ctx, &job, source_path, &reason).await?;
@@ -325,7 +383,8 @@ async fn plan(
             ctx.settings.limits.max_bytes
         )));
     }
-    let probe = match crate::media::probe(local).await {
+    let probing = tracing::info_span!("probe", stylefleet.job = %job);
+    let probe = match crate::media::probe(local).instrument(probing).await {
         Ok(probe) => probe,
         Err(e) => return Ok(Err(e.to_string())),
     };
@@ -439,10 +498,15 @@ async fn reject(
         timings: Default::default(),
         updated_at: now_secs(),
     };
-    ctx.store
+    let first = ctx
+        .store
         .put_json_create(&paths::rejected(job), &status)
         .await?;
     ctx.store.put_json(&paths::status(job), &status).await?;
+    if first {
+        crate::telemetry::metrics::failure("split", "Rejected");
+        crate::telemetry::metrics::job(crate::telemetry::metrics::JobEvent::Failed);
+    }
     Ok(())
 }
 

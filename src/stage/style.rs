@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use stylefleet_models::{Frame, StyleOptions, StyleSpec, Stylizer};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::job::{DoneMarker, Manifest, extension_of, now_secs, paths};
 use crate::message::{BatchMessage, StitchMessage};
@@ -187,14 +188,30 @@ impl StyleStage {
         let range = message.range();
         let mut timings = std::collections::BTreeMap::new();
 
+        let frame_count = range.end - range.start;
+        let step = |name: &'static str| {
+            tracing::info_span!(
+                "step",
+                otel.name = name,
+                stylefleet.job = %job,
+                // Signed: the span layer exports unsigned values as text.
+                stylefleet.batch = i64::from(message.batch),
+                stylefleet.frames = i64::try_from(frame_count).unwrap_or(i64::MAX),
+            )
+        };
         let started = Instant::now();
-        let source = ctx.pinned_source(manifest).await?;
-        let frames = {
+        let source = ctx
+            .pinned_source(manifest)
+            .instrument(step("style.fetch_source"))
+            .await?;
+        let frames = async {
             let mut reader = self.reader.lock().await;
             crate::media::decode_frames_with(&mut reader, &source, &manifest.probe, range.clone())
                 .await
-                .map_err(|e| StageError::media(format!("decoding frames {range:?}"), e))?
-        };
+        }
+        .instrument(step("style.decode"))
+        .await
+        .map_err(|e| StageError::media(format!("decoding frames {range:?}"), e))?;
         timings.insert("decode".to_owned(), started.elapsed().as_secs_f64());
         log.info(format!("decoded {} frames {range:?}", frames.len()));
 
@@ -206,8 +223,12 @@ impl StyleStage {
             current = self.current.lock() => current,
             () = self.stopping.cancelled() => return Ok(Ran::Released),
         };
+        let styling = step("style.style");
         let started = Instant::now();
-        let stylizer = self.stylizer(ctx, manifest, &mut current).await?;
+        let stylizer = self
+            .stylizer(ctx, manifest, &mut current)
+            .instrument(styling.clone())
+            .await?;
         let (width, height) = (manifest.probe.video.width, manifest.probe.video.height);
         let model_batch = manifest.model_batch.max(1) as usize;
         // Dropping this future (a lost lock, an abort) does not stop a blocking task: the flag
@@ -217,9 +238,11 @@ impl StyleStage {
         let styled = tokio::task::spawn_blocking(move || {
             style_frames(&stylizer, frames, width, height, model_batch, &stop)
         })
+        .instrument(styling)
         .await
         .map_err(|e| StageError::Transient(Failure::new("the style task stopped", e)))??;
         drop(current);
+        crate::telemetry::metrics::frames(styled.len() as u64);
         let style_secs = started.elapsed().as_secs_f64();
         timings.insert("style".to_owned(), style_secs);
         log.info(format!(
@@ -243,10 +266,12 @@ impl StyleStage {
             &chunk_file,
             &manifest.encoder,
         )
+        .instrument(step("style.encode"))
         .await
         .map_err(|e| StageError::media("encoding the chunk", e))?;
         ctx.store
             .upload(&chunk_file, &paths::chunk(job, message.batch), false)
+            .instrument(step("style.upload"))
             .await?;
         crate::fault::hit("batch.after-chunk")?;
         let _ = tokio::fs::remove_file(&chunk_file).await;
