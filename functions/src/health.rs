@@ -2,6 +2,7 @@
 //! snapshot: state, stitches done, retried and dead-lettered, the message in hand, the last
 //! failure. The container's probes only open a TCP connection; the port opens once the stores,
 //! the queue and ffmpeg are usable, so a passing startup probe means the aggregator takes work.
+//! `GET /metrics` answers the telemetry instruments in the Prometheus text format.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -138,7 +139,8 @@ impl Health {
     }
 }
 
-/// The routes: `GET /healthz` (and `/` for a quick look).
+/// The routes: `GET /healthz` (and `/` for a quick look), and `GET /metrics`, the telemetry
+/// instruments in the Prometheus text format ([`stylefleet::telemetry::scrape`]).
 pub fn router(health: Health) -> Router {
     async fn show(State(health): State<Health>) -> axum::Json<Snapshot> {
         axum::Json(health.snapshot())
@@ -146,6 +148,7 @@ pub fn router(health: Health) -> Router {
     Router::new()
         .route("/healthz", get(show))
         .route("/", get(show))
+        .route("/metrics", get(stylefleet::telemetry::scrape::handler))
         .with_state(health)
 }
 

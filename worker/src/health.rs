@@ -1,6 +1,8 @@
 //! The health endpoint: `GET /healthz` answers 200 with a small JSON snapshot (state, batches
 //! done, the batch in hand, the last error). The container's probes only open a TCP connection;
 //! the port opens once the model is warm, so a passing startup probe means the worker is ready.
+//! `GET /metrics` answers the telemetry instruments (batches, frames, failures, lock renewals)
+//! in the Prometheus text format.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -151,7 +153,8 @@ impl Health {
     }
 }
 
-/// The routes: `GET /healthz` (and `/` for a quick look).
+/// The routes: `GET /healthz` (and `/` for a quick look), and `GET /metrics`, the telemetry
+/// instruments in the Prometheus text format ([`stylefleet::telemetry::scrape`]).
 pub fn router(health: Health) -> Router {
     async fn show(State(health): State<Health>) -> axum::Json<Snapshot> {
         axum::Json(health.snapshot())
@@ -159,6 +162,7 @@ pub fn router(health: Health) -> Router {
     Router::new()
         .route("/healthz", get(show))
         .route("/", get(show))
+        .route("/metrics", get(stylefleet::telemetry::scrape::handler))
         .with_state(health)
 }
 
