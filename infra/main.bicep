@@ -284,6 +284,7 @@ module workers 'modules/workers.bicep' = {
     workspaceId: monitoring.outputs.workspaceId
     systemAccountId: storage.outputs.systemAccountId
     actionGroupId: monitoring.outputs.actionGroupId
+    insightsName: monitoring.outputs.insightsName
     tags: tags
   }
   // Image pull and KEDA need their roles, and the worker its storage path, before the first
@@ -313,6 +314,7 @@ module aggregator 'modules/aggregator.bicep' = {
     systemAccountName: storage.outputs.systemAccountName
     namespaceName: serviceBus.outputs.namespaceName
     actionGroupId: monitoring.outputs.actionGroupId
+    insightsName: monitoring.outputs.insightsName
     tags: tags
   }
   // Image pull, KEDA and the aggregator's own queue and storage access need their roles first.

@@ -72,10 +72,17 @@ param rustLog string = 'info'
 @description('Action group the alerts notify.')
 param actionGroupId string
 
+@description('Name of the Application Insights component telemetry goes to.')
+param insightsName string
+
 @description('Tags for every resource.')
 param tags object
 
 var storageSuffix = environment().suffixes.storage
+
+resource insights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: insightsName
+}
 
 // Kubernetes may kill a replica this long after SIGTERM: the stitch grace plus time to abandon
 // an unfinished message and flush logs. Container Apps caps it at 600 seconds.
@@ -170,6 +177,17 @@ resource aggregator 'Microsoft.App/containerApps@2025-01-01' = if (!empty(aggreg
             {
               name: 'RUST_LOG'
               value: rustLog
+            }
+            // Telemetry to the deployment's Application Insights (local auth off: the connection
+            // string only names it; uploads carry a token of this identity, which holds
+            // Monitoring Metrics Publisher on it).
+            {
+              name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+              value: insights.properties.ConnectionString
+            }
+            {
+              name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+              value: 'ClientId=${aggregatorIdentityClientId};Authorization=AAD'
             }
           ]
           probes: [

@@ -95,10 +95,17 @@ param rustLog string = 'info'
 @description('Action group the alerts notify.')
 param actionGroupId string
 
+@description('Name of the Application Insights component telemetry goes to.')
+param insightsName string
+
 @description('Tags for every resource.')
 param tags object
 
 var storageSuffix = environment().suffixes.storage
+
+resource insights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: insightsName
+}
 
 // A replica takes a whole GPU (the serverless GPU profiles give one per replica); CPU workers
 // take the largest consumption replica. Each GPU profile is named after its type, so a changed
@@ -295,6 +302,17 @@ resource worker 'Microsoft.App/containerApps@2025-01-01' = if (!empty(workerImag
             {
               name: 'RUST_LOG'
               value: rustLog
+            }
+            // Telemetry to the deployment's Application Insights (local auth off: the connection
+            // string only names it; uploads carry a token of this identity, which holds
+            // Monitoring Metrics Publisher on it).
+            {
+              name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+              value: insights.properties.ConnectionString
+            }
+            {
+              name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+              value: 'ClientId=${workerIdentityClientId};Authorization=AAD'
             }
           ]
           probes: [
