@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     let json = lifecycle::json_logs_from_env();
     match cli.mode.unwrap_or(Mode::Handler) {
         Mode::Handler => lifecycle::main(Service::FUNCTIONS, json, handler()),
-        Mode::Aggregate(config) => lifecycle::main(Service::FUNCTIONS, json, aggregate(config)),
+        Mode::Aggregate(config) => lifecycle::main(Service::AGGREGATOR, json, aggregate(config)),
     }
 }
 

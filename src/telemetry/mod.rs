@@ -55,7 +55,9 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-/// How long [`Telemetry::shutdown`] may take to flush each provider.
+/// How long [`Telemetry::shutdown`] may take to flush the providers, whatever the exporters'
+/// own timeouts and retries (a collector that swallows packets would hold the exit for each
+/// attempt's timeout otherwise).
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which executable reports, and what it offers besides the exporters.
@@ -79,9 +81,14 @@ impl Service {
         name: "stylefleet-worker",
         scrape: true,
     };
-    /// The Functions custom handler and the aggregator container, with `/metrics` on the
-    /// aggregator's health server.
+    /// The Functions custom handler (the splitter).
     pub const FUNCTIONS: Service = Service {
+        name: "stylefleet-functions",
+        scrape: false,
+    };
+    /// The aggregator container (the Functions executable's `aggregate` mode), with `/metrics`
+    /// on its health server.
+    pub const AGGREGATOR: Service = Service {
         name: "stylefleet-functions",
         scrape: true,
     };
@@ -174,19 +181,42 @@ impl Telemetry {
         self.tracer.is_some()
     }
 
-    /// Flushes and stops the providers (each within [`SHUTDOWN_TIMEOUT`]), so the last batch's
-    /// spans and measurements are not lost. Call it outside the runtime's tasks (after
-    /// `block_on`), while the runtime is still alive: the exports run on it.
+    /// Flushes and stops the providers within [`SHUTDOWN_TIMEOUT`], so the last batch's spans
+    /// and measurements are not lost; past it, what is left is dropped with a warning. Call it
+    /// outside the runtime's tasks (after `block_on`), while the runtime is still alive: the
+    /// exports run on it.
     pub fn shutdown(self) {
-        if let Some(tracer) = self.tracer
-            && let Err(e) = tracer.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
-        {
-            tracing::debug!(error = %e, "flushing the spans at exit failed");
+        let Telemetry { tracer, meter } = self;
+        if tracer.is_none() && meter.is_none() {
+            return;
         }
-        if let Some(meter) = self.meter
-            && let Err(e) = meter.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
-        {
-            tracing::debug!(error = %e, "flushing the metrics at exit failed");
+        let (done, finished) = std::sync::mpsc::channel();
+        // A thread of its own, so that the wait is bounded whatever the providers do.
+        let flush = std::thread::Builder::new()
+            .name("telemetry-flush".into())
+            .spawn(move || {
+                if let Some(tracer) = tracer
+                    && let Err(e) = tracer.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
+                {
+                    tracing::debug!(error = %e, "flushing the spans at exit failed");
+                }
+                if let Some(meter) = meter
+                    && let Err(e) = meter.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
+                {
+                    tracing::debug!(error = %e, "flushing the metrics at exit failed");
+                }
+                let _ = done.send(());
+            });
+        match flush {
+            Ok(_) => {
+                if finished.recv_timeout(SHUTDOWN_TIMEOUT).is_err() {
+                    tracing::warn!(
+                        timeout = ?SHUTDOWN_TIMEOUT,
+                        "telemetry was not flushed in time at exit; the rest is dropped"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot flush telemetry at exit"),
         }
     }
 }
