@@ -307,6 +307,35 @@ async fn a_job_reports_its_spans_and_frames_from_every_process() {
     assert_eq!(jobs.get("done"), Some(&1), "{jobs:?}");
     let outcomes = counter(&got, "stylefleet.batches", "outcome");
     assert_eq!(outcomes.get("completed"), Some(&2), "{outcomes:?}");
+    let queues = gauged_queues(&got);
+    assert!(
+        queues.contains("batches") && queues.contains("stitch"),
+        "the command reports its queues' depth: {queues:?}"
+    );
+}
+
+/// The queues `stylefleet.queue.depth` reported a depth for.
+fn gauged_queues(got: &Shared) -> std::collections::BTreeSet<String> {
+    let got = got.lock().unwrap();
+    let mut queues = std::collections::BTreeSet::new();
+    for request in &got.metrics {
+        for resource in &request.resource_metrics {
+            for scope in &resource.scope_metrics {
+                for metric in &scope.metrics {
+                    if metric.name != "stylefleet.queue.depth" {
+                        continue;
+                    }
+                    let Some(Data::Gauge(gauge)) = &metric.data else {
+                        panic!("the queue depth is not a gauge: {metric:?}");
+                    };
+                    for point in &gauge.data_points {
+                        queues.extend(string(&point.attributes, "queue").map(str::to_owned));
+                    }
+                }
+            }
+        }
+    }
+    queues
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
