@@ -16,6 +16,13 @@
 //! identity needs Monitoring Metrics Publisher on the component (`infra/access.json`).
 //! Tokens come from `azure_identity`, linked with the `service-bus` feature (the Azure
 //! executables have it); a build without it refuses `Authorization=AAD` with a warning.
+//!
+//! # Limits of the crate
+//!
+//! It always sends over HTTPS (an `http://` ingestion endpoint is rewritten to `https://`), so
+//! no plain-HTTP stand-in can receive it in a test here; and it retries a failed upload for up
+//! to 35 s itself. At exit that retrying is cut off by the bounded flush
+//! ([`super::SHUTDOWN_TIMEOUT`]), which says so in a warning.
 
 #[cfg(feature = "service-bus")]
 use std::sync::Arc;
