@@ -13,15 +13,19 @@
 //! create-only) and prints its wall time and the phase timings the stitch records in the job's
 //! status. A job stitches once: copy the prepared data folder for each run.
 
+#[path = "support/prepared.rs"]
+mod prepared;
+
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use stylefleet::job::{DoneMarker, JobId, Manifest, StyleChoice, now_secs, paths};
+use stylefleet::job::{Manifest, paths};
 use stylefleet::settings::Settings;
 use stylefleet::setup::Location;
-use stylefleet::stage::split::{SplitOutcome, split};
 use stylefleet::stage::{Context, JobLog};
+
+use prepared::{prepare_unstyled, the_job};
 
 async fn context(data: &Path, batch_frames: u64, temporal: bool) -> anyhow::Result<Context> {
     let defaults = Settings::default();
@@ -37,15 +41,6 @@ async fn context(data: &Path, batch_frames: u64, temporal: bool) -> anyhow::Resu
     Ok(stylefleet::setup::context(&Location::embedded(data), settings).await?)
 }
 
-/// The one job in the store.
-async fn the_job(ctx: &Context) -> anyhow::Result<JobId> {
-    let ids = stylefleet::inspect::job_ids(&ctx.store).await?;
-    match &ids[..] {
-        [id] => Ok(id.clone()),
-        other => bail!("expected one job in the store, found {}", other.len()),
-    }
-}
-
 async fn prepare(
     data: &Path,
     source: &Path,
@@ -53,61 +48,7 @@ async fn prepare(
     temporal: bool,
 ) -> anyhow::Result<()> {
     let ctx = context(data, batch_frames, temporal).await?;
-    let path = "input/0/video.mp4";
-    ctx.store.upload(source, path, false).await?;
-    let style = StyleChoice::new("0", 1.0, false);
-    let job = match split(&ctx, path, &style)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.reason()))?
-    {
-        SplitOutcome::Planned { job, .. } => job,
-        other => bail!("the split did not plan a job: {other:?}"),
-    };
-    let manifest: Manifest = ctx
-        .store
-        .get_json(&paths::manifest(&job))
-        .await?
-        .context("no manifest")?;
-    let (_, local) = ctx
-        .store
-        .fetch_pinned(
-            path,
-            Some(&manifest.source.fingerprint()),
-            &ctx.scratch.join("sources"),
-            "mp4",
-        )
-        .await?;
-    let chunk = ctx.scratch.join("prepare-chunk.mp4");
-    for batch in &manifest.batches {
-        let range = batch.frames[0]..batch.frames[1];
-        let frames =
-            stylefleet::media::decode_frames(&local, &manifest.probe, range.clone()).await?;
-        stylefleet::media::encode_chunk(
-            &frames,
-            &manifest.probe,
-            range.clone(),
-            &chunk,
-            &manifest.encoder,
-        )
-        .await?;
-        ctx.store
-            .upload(&chunk, &paths::chunk(&job, batch.index), false)
-            .await?;
-        let marker = DoneMarker {
-            batch: batch.index,
-            frames: batch.len(),
-            timings: Default::default(),
-            worker: "stitch_bench".into(),
-            encoder: None,
-            at: now_secs(),
-            started_at: None,
-            attempt: None,
-        };
-        ctx.store
-            .put_json_create(&paths::done(&job, batch.index), &marker)
-            .await?;
-    }
-    let _ = std::fs::remove_file(&chunk);
+    let (job, manifest) = prepare_unstyled(&ctx, source, "stitch_bench").await?;
     println!(
         "prepared job {job}: {} frames in {} chunks, temporal {}",
         manifest.probe.frames.len(),

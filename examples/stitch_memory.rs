@@ -18,16 +18,20 @@
 //! The store is the data folder, or whatever `STYLEFLEET_STORE` names (`az://<container>` with
 //! the Azure variables set, for Azurite).
 
+#[path = "support/prepared.rs"]
+mod prepared;
+
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use stylefleet::job::{DoneMarker, JobId, Manifest, StyleChoice, now_secs, paths};
+use stylefleet::job::{Manifest, paths};
 use stylefleet::media::EncoderSettings;
 use stylefleet::settings::Settings;
 use stylefleet::setup::Location;
-use stylefleet::stage::split::{SplitOutcome, split};
 use stylefleet::stage::{Context, JobLog};
+
+use prepared::{prepare_unstyled, the_job};
 
 /// A field of `/proc/self/status`, in KiB.
 fn status_kib(field: &str) -> anyhow::Result<u64> {
@@ -60,72 +64,9 @@ async fn context(data: &Path, batch_frames: u64) -> anyhow::Result<Context> {
     Ok(stylefleet::setup::context(&location, settings).await?)
 }
 
-/// The one job in the store.
-async fn the_job(ctx: &Context) -> anyhow::Result<JobId> {
-    let ids = stylefleet::inspect::job_ids(&ctx.store).await?;
-    match &ids[..] {
-        [id] => Ok(id.clone()),
-        other => bail!("expected one job in the store, found {}", other.len()),
-    }
-}
-
 async fn prepare(data: &Path, source: &Path, batch_frames: u64) -> anyhow::Result<()> {
     let ctx = context(data, batch_frames).await?;
-    let path = "input/0/video.mp4";
-    ctx.store.upload(source, path, false).await?;
-    let style = StyleChoice::new("0", 1.0, false);
-    let job = match split(&ctx, path, &style)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.reason()))?
-    {
-        SplitOutcome::Planned { job, .. } => job,
-        other => bail!("the split did not plan a job: {other:?}"),
-    };
-    let manifest: Manifest = ctx
-        .store
-        .get_json(&paths::manifest(&job))
-        .await?
-        .context("no manifest")?;
-    let (_, local) = ctx
-        .store
-        .fetch_pinned(
-            path,
-            Some(&manifest.source.fingerprint()),
-            &ctx.scratch.join("sources"),
-            "mp4",
-        )
-        .await?;
-    let chunk = ctx.scratch.join("prepare-chunk.mp4");
-    for batch in &manifest.batches {
-        let range = batch.frames[0]..batch.frames[1];
-        let frames =
-            stylefleet::media::decode_frames(&local, &manifest.probe, range.clone()).await?;
-        stylefleet::media::encode_chunk(
-            &frames,
-            &manifest.probe,
-            range.clone(),
-            &chunk,
-            &manifest.encoder,
-        )
-        .await?;
-        ctx.store
-            .upload(&chunk, &paths::chunk(&job, batch.index), false)
-            .await?;
-        let marker = DoneMarker {
-            batch: batch.index,
-            frames: batch.len(),
-            timings: Default::default(),
-            worker: "stitch_memory".into(),
-            encoder: None,
-            at: now_secs(),
-            started_at: None,
-            attempt: None,
-        };
-        ctx.store
-            .put_json_create(&paths::done(&job, batch.index), &marker)
-            .await?;
-    }
-    let _ = std::fs::remove_file(&chunk);
+    let (job, manifest) = prepare_unstyled(&ctx, source, "stitch_memory").await?;
     println!(
         "prepared job {job}: {} frames in {} chunks",
         manifest.probe.frames.len(),
