@@ -43,6 +43,11 @@ else
 fi
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "build: $profile profile; clip: $source, first $frames frames; style $style"
+if [[ "$profile" != release ]]; then
+    echo "note: the dev profile builds the pipeline (the temporal filter included) at opt-level 1, and the"
+    echo "      network measured 2.5x slower there than in a release build: PROFILE=release for the end-to-end"
+    echo "      figures a user sees (the release build takes some minutes more)"
+fi
 
 # The clip's first `n` frames at `size`, with its audio.
 clip_at() {
