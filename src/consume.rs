@@ -296,42 +296,46 @@ async fn process_one<H: Handler>(
         stylefleet.outcome = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
-    let (counted, outcome) = settle_one(ctx, handler, options, shutdown, &delivery)
+    let settled = settle_one(ctx, handler, options, shutdown, &delivery)
         .instrument(span.clone())
         .await;
-    span.record("stylefleet.outcome", outcome);
+    span.record("stylefleet.outcome", settled.outcome);
     let stage = match options.queue.as_str() {
         BATCHES => Some("batch"),
         STITCH => Some("stitch"),
         _ => None,
     };
     if options.queue == BATCHES {
-        crate::telemetry::metrics::batch(outcome, started.elapsed().as_secs_f64());
+        crate::telemetry::metrics::batch(settled.outcome, started.elapsed().as_secs_f64());
     }
-    if let (Some(stage), Some(reason)) = (stage, &counted.failure) {
+    if let (Some(stage), Some(reason)) = (stage, &settled.failure) {
         crate::telemetry::metrics::failure(stage, reason);
     }
-    counted.counted
+    settled.counted
 }
 
-/// How a delivery was settled: the report's count, and the failure to count, if any.
+/// How a delivery was settled: the report's count, the outcome's name for the span and the
+/// metrics, and the failure to count, if any.
 struct Settled {
     counted: Counted,
+    /// `completed`, `retried`, `dead_lettered`, `released`, `drained` or `lost`.
+    outcome: &'static str,
     /// `transient`, a dead-letter reason, or `LockLost`.
     failure: Option<String>,
 }
 
 /// [`process_one`]'s work: handles the delivery under its renewed lock and settles it; says how
-/// it ended (with the outcome's name for the span and the metrics).
+/// it ended.
 async fn settle_one<H: Handler>(
     ctx: &Context,
     handler: &H,
     options: &ConsumeOptions,
     shutdown: &CancellationToken,
     delivery: &Delivery,
-) -> (Settled, &'static str) {
+) -> Settled {
     let lock_lost = || Settled {
         counted: Counted::Lost,
+        outcome: "lost",
         failure: Some("LockLost".to_owned()),
     };
     tracing::debug!(queue = %options.queue, id = %delivery.id, count = delivery.delivery_count, "received");
@@ -361,7 +365,7 @@ async fn settle_one<H: Handler>(
                 error = error.as_ref().map(tracing::field::display),
                 "the lock was lost: abandoned the work, which a redelivery redoes"
             );
-            return (lock_lost(), "lost");
+            return lock_lost();
         }
         Ended::Handled(Outcome::Complete) => (
             Counted::Completed,
@@ -409,12 +413,16 @@ async fn settle_one<H: Handler>(
         Err(error @ QueueError::LockLost { .. }) => {
             // The lock ran out as the work ended: someone else may redo it, which is harmless.
             tracing::warn!(id = %delivery.id, %error, "the lock was lost before the delivery was settled");
-            return (lock_lost(), "lost");
+            return lock_lost();
         }
         Err(error) => {
             tracing::warn!(id = %delivery.id, %error, "could not settle the delivery");
         }
         Ok(()) => {}
     }
-    (Settled { counted, failure }, outcome)
+    Settled {
+        counted,
+        outcome,
+        failure,
+    }
 }

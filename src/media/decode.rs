@@ -33,10 +33,7 @@ pub async fn decode_frames(
             ),
         });
     }
-    let keyframe = probe.frames[..=start]
-        .iter()
-        .rposition(|f| f.keyframe)
-        .unwrap_or(0);
+    let keyframe = keyframe_at_or_before(probe, start);
     match decode_from(source, probe, start..end, keyframe).await {
         Err(MediaError::FrameCount { .. }) if keyframe > 0 => {
             let earlier = probe.frames[..keyframe]
@@ -53,6 +50,15 @@ pub async fn decode_frames(
         }
         result => result,
     }
+}
+
+/// The last keyframe at or before frame `index` (frame 0 when there is none): where a decode
+/// of a range starting at `index` has to start.
+pub(super) fn keyframe_at_or_before(probe: &Probe, index: usize) -> usize {
+    probe.frames[..=index]
+        .iter()
+        .rposition(|f| f.keyframe)
+        .unwrap_or(0)
 }
 
 /// One decode attempt that starts reading at frame `seek_frame`.

@@ -26,6 +26,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::command::{FfCommand, Streaming};
+use super::decode::keyframe_at_or_before;
 use super::time::{format_micros, micros_floor};
 use super::{MediaError, Probe};
 
@@ -206,19 +207,15 @@ impl FrameReader {
     }
 }
 
+/// What, besides the path, tells the probe a reader serves. The path is enough for the content:
+/// a worker's pinned copy of a source is named by the content's SHA-256
+/// ([`crate::store::Fingerprint::file_name`]), so a re-upload under the same store name is
+/// another file and never read on by the old reader.
 fn identity(probe: &Probe) -> (usize, i64) {
     (
         probe.frames.len(),
         probe.frames.first().map_or(0, |f| f.pts),
     )
-}
-
-/// The last keyframe at or before frame `index` (frame 0 when there is none).
-fn keyframe_at_or_before(probe: &Probe, index: usize) -> usize {
-    probe.frames[..=index]
-        .iter()
-        .rposition(|f| f.keyframe)
-        .unwrap_or(0)
 }
 
 /// Whether a stderr line is `showinfo`'s line for one frame (`... n: 12 pts: 6144 ...`).
