@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let encoder = settings.encoder().await.to_owned();
     let work = tempfile::tempdir()?;
     let (mut decode, mut model, mut encode) = (0.0, 0.0, 0.0);
-    let plan = plan_batches(frames, batch_frames);
+    let plan = plan_batches(frames, batch_frames, 1);
     let per_range = match std::env::var("WORKER_BENCH_DECODE").as_deref() {
         Ok("per-range") => true,
         Ok("reader") | Err(_) => false,

@@ -272,15 +272,26 @@ impl BatchPlan {
     }
 }
 
-/// Cuts `frame_count` frames into the fewest batches of at most `batch_size` frames, of sizes
-/// that differ by one at most (the longer ones first): 100 frames at 16 become 7 batches of 15
-/// and 14, not six of 16 and one of 4, so the last batch of a job is not a short one that runs
-/// alone while the other workers wait (every batch costs about the same). Every frame is in
-/// exactly one batch, which is the point of doing it here rather than with a division at the
-/// call site. A manifest keeps the plan it was made with, so jobs planned before keep theirs.
-pub fn plan_batches(frame_count: u64, batch_size: u64) -> Vec<BatchPlan> {
+/// Cuts `frame_count` frames into batches of at most `batch_size` frames, of sizes that differ by
+/// one at most (the longer ones first), for a fleet of `workers`: the fewest batches whose count
+/// is a multiple of `workers` (but never more batches than frames).
+///
+/// Every batch costs about the same, so the batches make whole rounds of the fleet: 132 frames
+/// at 16 for two workers become 10 batches of 14 and 13 (five each) rather than nine of 15 and 14,
+/// where one worker styles the ninth alone while the other waits, about 7% of the job's time on
+/// two CPU cores. The same rule makes 100 frames at 16 seven batches of 15 and 14 for one worker,
+/// not six of 16 and one of 4 that runs alone at the end, and a clip shorter than a batch a batch
+/// per worker. Every frame is in exactly one batch, which is the point of doing it here rather
+/// than with a division at the call site. A manifest keeps the plan it was made with, so a job
+/// resumed by another number of workers keeps its batches.
+pub fn plan_batches(frame_count: u64, batch_size: u64, workers: u32) -> Vec<BatchPlan> {
     let batch_size = batch_size.max(1);
-    let count = frame_count.div_ceil(batch_size);
+    let workers = u64::from(workers.max(1));
+    let count = frame_count
+        .div_ceil(batch_size)
+        .div_ceil(workers)
+        .saturating_mul(workers)
+        .min(frame_count);
     let (base, longer) = match count {
         0 => (0, 0),
         n => (frame_count / n, frame_count % n),
@@ -451,41 +462,71 @@ mod tests {
     fn plan_covers_every_frame_once_in_balanced_batches() {
         for frames in (0..=70).chain([100, 133, 823, 1000, 7919]) {
             for size in [1, 2, 3, 5, 7, 10, 16, 64] {
-                let plan = plan_batches(frames, size);
-                assert_eq!(plan.len() as u64, frames.div_ceil(size), "fewest batches");
-                let mut next = 0;
-                for (i, b) in plan.iter().enumerate() {
-                    assert_eq!(b.index as usize, i);
-                    assert_eq!(b.frames[0], next, "contiguous");
-                    assert!(!b.is_empty() && b.len() <= size, "{frames}/{size}: {b:?}");
-                    next = b.frames[1];
-                }
-                assert_eq!(next, frames, "{frames} frames in batches of {size}");
-                let (min, max) = (
-                    plan.iter().map(BatchPlan::len).min(),
-                    plan.iter().map(BatchPlan::len).max(),
-                );
-                if let (Some(min), Some(max)) = (min, max) {
-                    assert!(max - min <= 1, "{frames}/{size}: sizes {min}..={max}");
+                for workers in [1, 2, 3, 8] {
+                    let plan = plan_batches(frames, size, workers);
+                    let fewest = frames.div_ceil(size);
+                    let rounds = fewest.div_ceil(u64::from(workers)) * u64::from(workers);
+                    assert_eq!(
+                        plan.len() as u64,
+                        rounds.min(frames),
+                        "{frames}/{size}/{workers}"
+                    );
+                    if rounds <= frames {
+                        assert_eq!(plan.len() as u64 % u64::from(workers), 0, "whole rounds");
+                    }
+                    let mut next = 0;
+                    for (i, b) in plan.iter().enumerate() {
+                        assert_eq!(b.index as usize, i);
+                        assert_eq!(b.frames[0], next, "contiguous");
+                        assert!(!b.is_empty() && b.len() <= size, "{frames}/{size}: {b:?}");
+                        next = b.frames[1];
+                    }
+                    assert_eq!(next, frames, "{frames} frames in batches of {size}");
+                    let (min, max) = (
+                        plan.iter().map(BatchPlan::len).min(),
+                        plan.iter().map(BatchPlan::len).max(),
+                    );
+                    if let (Some(min), Some(max)) = (min, max) {
+                        assert!(max - min <= 1, "{frames}/{size}: sizes {min}..={max}");
+                    }
                 }
             }
         }
-        assert!(plan_batches(0, 16).is_empty());
+        assert!(plan_batches(0, 16, 1).is_empty());
+        assert!(plan_batches(0, 16, 4).is_empty());
     }
 
     #[test]
     fn plan_spreads_the_tail() {
-        let sizes = |frames, size| -> Vec<u64> {
-            plan_batches(frames, size)
+        let sizes = |frames, size, workers| -> Vec<u64> {
+            plan_batches(frames, size, workers)
                 .iter()
                 .map(BatchPlan::len)
                 .collect()
         };
-        assert_eq!(sizes(100, 16), [15, 15, 14, 14, 14, 14, 14]);
-        assert_eq!(sizes(23, 5), [5, 5, 5, 4, 4]);
-        assert_eq!(sizes(32, 16), [16, 16]);
-        assert_eq!(sizes(132, 16), [15, 15, 15, 15, 15, 15, 14, 14, 14]);
-        assert_eq!(sizes(5, 0), [1, 1, 1, 1, 1], "a size of 0 counts as 1");
+        assert_eq!(sizes(100, 16, 1), [15, 15, 14, 14, 14, 14, 14]);
+        assert_eq!(sizes(23, 5, 1), [5, 5, 5, 4, 4]);
+        assert_eq!(sizes(32, 16, 1), [16, 16]);
+        assert_eq!(sizes(132, 16, 1), [15, 15, 15, 15, 15, 15, 14, 14, 14]);
+        assert_eq!(sizes(5, 0, 1), [1, 1, 1, 1, 1], "a size of 0 counts as 1");
+        assert_eq!(sizes(5, 16, 0), [5], "no workers counts as one");
+    }
+
+    #[test]
+    fn plan_makes_whole_rounds_of_the_fleet() {
+        let sizes = |frames, size, workers| -> Vec<u64> {
+            plan_batches(frames, size, workers)
+                .iter()
+                .map(BatchPlan::len)
+                .collect()
+        };
+        // Nine batches would leave one worker of two styling the last alone.
+        assert_eq!(sizes(132, 16, 2), [14, 14, 13, 13, 13, 13, 13, 13, 13, 13]);
+        assert_eq!(sizes(32, 16, 2), [16, 16], "already whole rounds");
+        // A clip shorter than a batch still gives every worker a part.
+        assert_eq!(sizes(10, 16, 4), [3, 3, 2, 2]);
+        // Never more batches than frames.
+        assert_eq!(sizes(3, 16, 8), [1, 1, 1]);
     }
 
     #[test]

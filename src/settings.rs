@@ -13,6 +13,12 @@ use crate::temporal::TemporalSettings;
 pub struct Settings {
     /// Frames per batch message. See [`DEFAULT_BATCH_FRAMES`].
     pub batch_frames: u64,
+    /// Workers the plan of a new job is cut for: the batch count is rounded up to a multiple of
+    /// this, so the batches make whole rounds of the fleet (see
+    /// [`plan_batches`](crate::job::plan_batches)). How the job runs, not what it makes: it is
+    /// not part of the job id, so a job resumed by another number of workers is the same job.
+    #[serde(default = "one_worker")]
+    pub plan_workers: u32,
     /// Frames per model call inside a batch.
     pub model_batch: u32,
     /// Refusal limits for inputs.
@@ -41,6 +47,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             batch_frames: DEFAULT_BATCH_FRAMES,
+            plan_workers: 1,
             model_batch: 4,
             limits: Limits::default(),
             encoder: EncoderSettings::default(),
@@ -49,6 +56,10 @@ impl Default for Settings {
             temporal: Some(TemporalSettings::default()),
         }
     }
+}
+
+fn one_worker() -> u32 {
+    1
 }
 
 /// Limits on queued work, so that a burst of uploads waits its turn.

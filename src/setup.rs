@@ -199,7 +199,8 @@ where
 
 /// `settings` with what the environment overrides, for processes that take no flags (the
 /// Functions app): `STYLEFLEET_BATCH_FRAMES`, `STYLEFLEET_MODEL_BATCH`, `STYLEFLEET_MAX_BYTES`,
-/// `STYLEFLEET_MAX_DURATION_SECS`, `STYLEFLEET_TEMPORAL` (`on`, `off` or a strength 0..1), and
+/// `STYLEFLEET_MAX_DURATION_SECS`, `STYLEFLEET_PLAN_WORKERS` (the workers a plan makes whole
+/// rounds for), `STYLEFLEET_TEMPORAL` (`on`, `off` or a strength 0..1), and
 /// the encoder of new jobs: `STYLEFLEET_CODEC` (`auto`, `libx264`, `h264_nvenc`),
 /// `STYLEFLEET_PRESET` (an x264 preset) and `STYLEFLEET_CRF` (0..=51).
 pub fn settings_from_env(mut settings: Settings) -> Result<Settings, SetupError> {
@@ -208,6 +209,9 @@ pub fn settings_from_env(mut settings: Settings) -> Result<Settings, SetupError>
     }
     if let Some(n) = env_number("STYLEFLEET_MODEL_BATCH", 1u32)? {
         settings.model_batch = n;
+    }
+    if let Some(n) = env_number("STYLEFLEET_PLAN_WORKERS", 1u32)? {
+        settings.plan_workers = n;
     }
     if let Some(n) = env_number("STYLEFLEET_MAX_BYTES", 1u64)? {
         settings.limits.max_bytes = n;

@@ -55,7 +55,9 @@ async fn styles_frame_exact(dir: &Path, clip: &Path, workers: u32, batch: u32) -
     let frames = clips_frames(clip);
     assert_eq!(view["frames_done"], frames, "{view}");
     assert_eq!(view["frames_total"], frames, "{view}");
-    let batches = frames.div_ceil(u64::from(batch));
+    // The fewest batches that make whole rounds of the workers (never more than the frames).
+    let workers = u64::from(workers);
+    let batches = (frames.div_ceil(u64::from(batch)).div_ceil(workers) * workers).min(frames);
     assert_eq!(view["batches_total"], batches, "{view}");
     assert_eq!(
         sp::files(&data.join("jobs").join(&job).join("done")).len() as u64,
@@ -138,17 +140,32 @@ async fn a_frame_count_the_batch_size_does_not_divide() {
     // tail of 3.
     let clip = clips::cfr_with_aac(dir.path(), 64, 48, 23, 25);
     let job = styles_frame_exact(dir.path(), &clip, 1, 5).await;
+    assert_eq!(
+        planned_ranges(&dir.path().join("data"), &job),
+        [(0, 5), (5, 10), (10, 15), (15, 19), (19, 23)]
+    );
+}
+
+#[tokio::test]
+async fn two_workers_get_whole_rounds_of_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    // 23 frames in batches of at most 5 for two workers: six batches (three each), not five that
+    // leave one worker styling the last alone.
+    let clip = clips::cfr_with_aac(dir.path(), 64, 48, 23, 25);
+    let job = styles_frame_exact(dir.path(), &clip, 2, 5).await;
+    assert_eq!(
+        planned_ranges(&dir.path().join("data"), &job),
+        [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 23)]
+    );
+}
+
+/// The frame ranges of `job`'s batches, as its manifest plans them.
+fn planned_ranges(data: &Path, job: &str) -> Vec<(u64, u64)> {
     let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            dir.path()
-                .join("data/jobs")
-                .join(&job)
-                .join("manifest.json"),
-        )
-        .unwrap(),
+        &std::fs::read(data.join("jobs").join(job).join("manifest.json")).unwrap(),
     )
     .unwrap();
-    let ranges: Vec<(u64, u64)> = manifest["batches"]
+    manifest["batches"]
         .as_array()
         .unwrap()
         .iter()
@@ -158,8 +175,7 @@ async fn a_frame_count_the_batch_size_does_not_divide() {
                 b["frames"][1].as_u64().unwrap(),
             )
         })
-        .collect();
-    assert_eq!(ranges, [(0, 5), (5, 10), (10, 15), (15, 19), (19, 23)]);
+        .collect()
 }
 
 #[tokio::test]

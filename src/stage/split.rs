@@ -391,7 +391,11 @@ async fn plan(
     if let Err(e) = crate::media::check(&probe, &ctx.settings.limits) {
         return Ok(Err(e.to_string()));
     }
-    let batches = plan_batches(probe.frames.len() as u64, ctx.settings.batch_frames);
+    let batches = plan_batches(
+        probe.frames.len() as u64,
+        ctx.settings.batch_frames,
+        ctx.settings.plan_workers,
+    );
     Ok(Ok(Manifest {
         v: 1,
         job: job.clone(),

@@ -53,7 +53,8 @@ pub async fn run(
     location: &Location,
     workers: usize,
 ) -> anyhow::Result<ExitCode> {
-    let settings = super::settings(Some(planning));
+    let mut settings = super::settings(Some(planning));
+    settings.plan_workers = u32::try_from(workers).unwrap_or(u32::MAX);
     let meta =
         std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
     if !meta.is_file() {
@@ -67,7 +68,7 @@ pub async fn run(
     let v = &probe.video;
     let frames = probe.frame_count();
     let duration = probe.video_duration_s();
-    let batches = plan_batches(frames, settings.batch_frames);
+    let batches = plan_batches(frames, settings.batch_frames, settings.plan_workers);
 
     println!("dry run: nothing is written");
     println!(
@@ -297,9 +298,9 @@ mod tests {
 
     #[test]
     fn batch_sizes_name_the_range_of_the_balanced_plan() {
-        assert_eq!(batch_sizes(&plan_batches(40, 16)), "13 to 14");
-        assert_eq!(batch_sizes(&plan_batches(32, 16)), "16");
-        assert_eq!(batch_sizes(&plan_batches(0, 16)), "0");
+        assert_eq!(batch_sizes(&plan_batches(40, 16, 1)), "13 to 14");
+        assert_eq!(batch_sizes(&plan_batches(32, 16, 1)), "16");
+        assert_eq!(batch_sizes(&plan_batches(0, 16, 1)), "0");
     }
 
     #[test]

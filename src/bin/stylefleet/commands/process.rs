@@ -37,7 +37,7 @@ pub struct ProcessArgs {
     force: bool,
     #[command(flatten)]
     style: StyleArgs,
-    /// Worker processes.
+    /// Worker processes; a new job's batches are cut into whole rounds of them.
     #[arg(long, default_value_t = 2, value_parser = at_least_one())]
     workers: usize,
     #[command(flatten)]
@@ -89,7 +89,9 @@ pub async fn run(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let ctx = super::context(&location, Some(&planning)).await?;
+    let mut ctx = super::context(&location, Some(&planning)).await?;
+    // New jobs are cut into whole rounds of these workers.
+    ctx.settings.plan_workers = u32::try_from(workers).unwrap_or(u32::MAX);
     let mut worker = super::worker_command(&location, workers, log_format)?;
     // The progress bar is the interface here: workers only speak up about problems (errors
     // only, when quiet).

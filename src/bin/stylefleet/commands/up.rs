@@ -22,7 +22,7 @@ pub struct UpArgs {
     location: Location,
     #[command(flatten)]
     planning: Planning,
-    /// Most worker processes.
+    /// Most worker processes; a new job's batches are cut into whole rounds of them.
     #[arg(long, default_value_t = 2, value_parser = at_least_one())]
     max_workers: usize,
     /// Queued batches per worker (KEDA `messageCount`).
@@ -68,7 +68,9 @@ pub async fn run(args: UpArgs, log_format: LogFormat, quiet: bool) -> anyhow::Re
     if let Some(options) = &ui_options {
         ui::check_addr(options)?;
     }
-    let ctx = super::context(&args.location, Some(&args.planning)).await?;
+    let mut ctx = super::context(&args.location, Some(&args.planning)).await?;
+    // New jobs are cut into whole rounds of the fleet at its largest.
+    ctx.settings.plan_workers = u32::try_from(args.max_workers).unwrap_or(u32::MAX);
     let options = FleetOptions {
         scale: ScaleRule {
             max_workers: args.max_workers,
