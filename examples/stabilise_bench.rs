@@ -1,0 +1,191 @@
+//! The cost of the temporal stabiliser alone: `Stabiliser::push` on real 720p frames, with no
+//! network and no encode.
+//!
+//! ```text
+//! stabilise_bench [frames] [runs] [clip]
+//! ```
+//!
+//! Decodes the first `frames` (default 48) frames of `clip` (default
+//! `.cache/footage/bigbuckbunny.mp4`) with an ffmpeg child, makes a deterministic "styled" frame
+//! from each (a colour-mixed copy moved by a few pixels, with per-frame noise: the filter does not
+//! care where styled frames come from), holds them all in memory, then runs a fresh
+//! [`Stabiliser`] with the default settings over them `runs` (default 3) times. Prints the median
+//! milliseconds a frame (the pushes only), rayon's thread count, and a SHA-256 of every output
+//! frame and [`Step`]: a change that is meant to make the filter cheaper must leave the digest as
+//! it is.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail, ensure};
+use sha2::{Digest as _, Sha256};
+use stylefleet::temporal::{Restart, Stabiliser, Step, TemporalSettings};
+
+/// Width and height of the clip's first video stream.
+fn size(clip: &PathBuf) -> anyhow::Result<(usize, usize)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .arg(clip)
+        .output()
+        .context("run ffprobe")?;
+    ensure!(out.status.success(), "ffprobe failed on {}", clip.display());
+    let text = String::from_utf8(out.stdout)?;
+    let (w, h) = text
+        .trim()
+        .split_once(',')
+        .context("ffprobe printed no size")?;
+    Ok((w.parse()?, h.parse()?))
+}
+
+/// The first `n` frames of `clip`, packed RGB24.
+fn decode(clip: &PathBuf, n: usize, frame_len: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut child = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-noautorotate", "-i"])
+        .arg(clip)
+        .args(["-map", "0:v:0", "-frames:v", &n.to_string()])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("run ffmpeg")?;
+    let mut stdout = child.stdout.take().context("ffmpeg has no output")?;
+    let mut frames = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut frame = vec![0u8; frame_len];
+        if stdout.read_exact(&mut frame).is_err() {
+            break;
+        }
+        frames.push(frame);
+    }
+    drop(stdout);
+    child.wait()?;
+    ensure!(
+        !frames.is_empty(),
+        "no frame decoded from {}",
+        clip.display()
+    );
+    Ok(frames)
+}
+
+/// A deterministic stand-in for the network's picture of `source` (frame `t`): each channel a mix
+/// of the source's three, taken 3 pixels left and 2 up (edges clamped), plus noise that changes
+/// from frame to frame as per-frame styling does.
+fn styled(source: &[u8], w: usize, h: usize, t: usize) -> Vec<u8> {
+    let mut out = vec![0u8; source.len()];
+    for y in 0..h {
+        let sy = y.saturating_sub(2);
+        for x in 0..w {
+            let sx = x.saturating_sub(3);
+            let p = 3 * (sy * w + sx);
+            let (r, g, b) = (
+                i32::from(source[p]),
+                i32::from(source[p + 1]),
+                i32::from(source[p + 2]),
+            );
+            let mut hash = (t as u32)
+                .wrapping_mul(0x9E37_79B9)
+                .wrapping_add((y * w + x) as u32)
+                .wrapping_mul(0x85EB_CA6B);
+            hash ^= hash >> 15;
+            let noise = (hash % 17) as i32 - 8;
+            let q = 3 * (y * w + x);
+            out[q] = ((2 * r + g + b) / 4 + noise).clamp(0, 255) as u8;
+            out[q + 1] = ((r + 2 * g + b) / 4 - noise).clamp(0, 255) as u8;
+            out[q + 2] = ((r + g + 2 * b) / 4 + noise / 2).clamp(0, 255) as u8;
+        }
+    }
+    out
+}
+
+/// One byte per kind of step, for the digest.
+fn restart_code(restart: Option<Restart>) -> u8 {
+    match restart {
+        None => 0,
+        Some(Restart::First) => 1,
+        Some(Restart::AfterFlat) => 2,
+        Some(Restart::LumaJump) => 3,
+        Some(Restart::Cut) => 4,
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().map_or(Ok(48), |a| a.parse())?;
+    let runs: usize = args.next().map_or(Ok(3), |a| a.parse())?;
+    let clip = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| ".cache/footage/bigbuckbunny.mp4".into()),
+    );
+    if args.next().is_some() || runs == 0 || n == 0 {
+        bail!("usage: stabilise_bench [frames] [runs] [clip]");
+    }
+    let (w, h) = size(&clip)?;
+    let sources = decode(&clip, n, w * h * 3)?;
+    let n = sources.len();
+    let styled: Vec<Vec<u8>> = sources
+        .iter()
+        .enumerate()
+        .map(|(t, s)| styled(s, w, h, t))
+        .collect();
+    println!(
+        "{}: {n} frames of {w}x{h}, {runs} runs, {} rayon threads",
+        clip.display(),
+        rayon::current_num_threads()
+    );
+
+    let mut per_frame = Vec::with_capacity(runs);
+    let mut digests = Vec::with_capacity(runs);
+    let mut steps: Vec<Step> = Vec::with_capacity(n);
+    for _ in 0..runs {
+        let mut stab = Stabiliser::new(TemporalSettings::default(), w as u32, h as u32);
+        let mut hasher = Sha256::new();
+        let mut spent = 0.0f64;
+        steps.clear();
+        for (source, styled) in sources.iter().zip(&styled) {
+            let started = Instant::now();
+            let (out, step) = stab.push(source, styled);
+            spent += started.elapsed().as_secs_f64();
+            hasher.update(&out);
+            hasher.update([restart_code(step.restart)]);
+            hasher.update(step.reliable.to_le_bytes());
+            steps.push(step);
+        }
+        per_frame.push(1000.0 * spent / n as f64);
+        digests.push(hasher.finalize());
+    }
+    ensure!(
+        digests.iter().all(|d| *d == digests[0]),
+        "the runs disagree: the filter is not deterministic"
+    );
+    let restarts: Vec<String> = steps
+        .iter()
+        .enumerate()
+        .filter_map(|(t, s)| s.restart.map(|r| format!("{t}:{r:?}")))
+        .collect();
+    let blended: Vec<f32> = steps
+        .iter()
+        .filter(|s| s.restart.is_none())
+        .map(|s| s.reliable)
+        .collect();
+    println!(
+        "restarts {}, mean reliable {:.3}",
+        restarts.join(" "),
+        blended.iter().sum::<f32>() / blended.len().max(1) as f32
+    );
+    let runs_text: Vec<String> = per_frame.iter().map(|v| format!("{v:.1}")).collect();
+    println!(
+        "push: {:.1} ms a frame (median of {runs}: {})",
+        median(&mut per_frame),
+        runs_text.join(" ")
+    );
+    let hex: String = digests[0].iter().map(|b| format!("{b:02x}")).collect();
+    println!("digest {hex}");
+    Ok(())
+}
