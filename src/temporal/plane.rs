@@ -1,6 +1,8 @@
 //! A single-channel image of `f32` (luma 0..255, or one flow component), with the few operations
 //! the flow and the blend need: RGB to luma, halving, bilinear sampling, gradients.
 
+use rayon::prelude::*;
+
 /// One channel, row-major, `data.len() == width * height`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plane {
@@ -24,15 +26,28 @@ impl Plane {
 
     /// BT.601 luma (0..255) of packed RGB24 pixels.
     pub fn luma(rgb: &[u8], width: usize, height: usize) -> Self {
-        let data = rgb
-            .chunks_exact(3)
-            .take(width * height)
-            .map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
-            .collect();
+        Self::luma_in(Vec::new(), rgb, width, height)
+    }
+
+    /// [`Plane::luma`] written into `buffer`, whose allocation is reused: a full-size plane a
+    /// frame is megabytes that a caller which keeps its previous frame's plane need not ask the
+    /// allocator (and the kernel, page by page) for again. Rows in parallel.
+    pub fn luma_in(mut buffer: Vec<f32>, rgb: &[u8], width: usize, height: usize) -> Self {
+        buffer.clear();
+        buffer.resize(width * height, 0.0);
+        buffer
+            .par_chunks_mut(width.max(1))
+            .zip(rgb.par_chunks(3 * width.max(1)))
+            .for_each(|(out, rgb)| {
+                for (o, p) in out.iter_mut().zip(rgb.chunks_exact(3)) {
+                    *o =
+                        0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
+                }
+            });
         Self {
             width,
             height,
-            data,
+            data: buffer,
         }
     }
 
@@ -49,9 +64,10 @@ impl Plane {
     pub fn sample(&self, x: f32, y: f32) -> f32 {
         let x = x.clamp(0.0, (self.width - 1) as f32);
         let y = y.clamp(0.0, (self.height - 1) as f32);
-        let (x0, y0) = (x.floor(), y.floor());
-        let (fx, fy) = (x - x0, y - y0);
-        let (x0, y0) = (x0 as usize, y0 as usize);
+        // The floor of a non-negative coordinate by a cast: `f32::floor` is a call to `floorf` on
+        // x86-64's baseline, and this runs millions of times a frame.
+        let (x0, y0) = (x as usize, y as usize);
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
         let x1 = (x0 + 1).min(self.width - 1);
         let y1 = (y0 + 1).min(self.height - 1);
         let r0 = y0 * self.width;
@@ -65,6 +81,26 @@ impl Plane {
     /// 2x2 block it covers.
     pub fn halve(&self) -> Self {
         let (w, h) = ((self.width / 2).max(1), (self.height / 2).max(1));
+        if self.width >= 2 && self.height >= 2 {
+            // Every 2x2 block lies inside: no clamping, whole rows at a time.
+            let mut data = vec![0.0; w * h];
+            data.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
+                let top = &self.data[2 * y * self.width..][..2 * w];
+                let bottom = &self.data[(2 * y + 1) * self.width..][..2 * w];
+                for ((o, t), b) in out
+                    .iter_mut()
+                    .zip(top.chunks_exact(2))
+                    .zip(bottom.chunks_exact(2))
+                {
+                    *o = 0.25 * (t[0] + t[1] + b[0] + b[1]);
+                }
+            });
+            return Self {
+                width: w,
+                height: h,
+                data,
+            };
+        }
         let mut data = Vec::with_capacity(w * h);
         for y in 0..h {
             for x in 0..w {
@@ -108,10 +144,16 @@ impl Plane {
 
     /// Standard deviation of all values.
     pub fn std_dev(&self) -> f32 {
+        self.std_dev_about(self.mean())
+    }
+
+    /// Standard deviation of all values around `mean`, their [`Plane::mean`] (computed once by
+    /// a caller that needs both).
+    pub fn std_dev_about(&self, mean: f32) -> f32 {
         if self.data.is_empty() {
             return 0.0;
         }
-        let mean = f64::from(self.mean());
+        let mean = f64::from(mean);
         let var = self
             .data
             .iter()
