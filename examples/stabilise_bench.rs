@@ -10,8 +10,9 @@
 //! from each (a colour-mixed copy moved by a few pixels, with per-frame noise: the filter does not
 //! care where styled frames come from), holds them all in memory, then runs a fresh
 //! [`Stabiliser`] with the default settings over them `runs` (default 3) times. Prints the median
-//! milliseconds a frame (the pushes only), rayon's thread count, and a SHA-256 of every output
-//! frame and [`Step`]: a change that is meant to make the filter cheaper must leave the digest as
+//! milliseconds a frame (the pushes only) and its split into the filter's parts
+//! ([`Stabiliser::timings`]), rayon's thread count, and a SHA-256 of every output frame and
+//! [`Step`]: a change that is meant to make the filter cheaper must leave the digest as
 //! it is.
 
 use std::io::Read as _;
@@ -115,6 +116,13 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// The index of the median of `values`.
+fn per_frame_order(values: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order[order.len() / 2]
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(Ok(48), |a| a.parse())?;
@@ -141,6 +149,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let mut per_frame = Vec::with_capacity(runs);
+    let mut timings = Vec::with_capacity(runs);
     let mut digests = Vec::with_capacity(runs);
     let mut steps: Vec<Step> = Vec::with_capacity(n);
     for _ in 0..runs {
@@ -158,6 +167,7 @@ fn main() -> anyhow::Result<()> {
             steps.push(step);
         }
         per_frame.push(1000.0 * spent / n as f64);
+        timings.push(stab.timings());
         digests.push(hasher.finalize());
     }
     ensure!(
@@ -182,8 +192,18 @@ fn main() -> anyhow::Result<()> {
     let runs_text: Vec<String> = per_frame.iter().map(|v| format!("{v:.1}")).collect();
     println!(
         "push: {:.1} ms a frame (median of {runs}: {})",
-        median(&mut per_frame),
+        median(&mut per_frame.clone()),
         runs_text.join(" ")
+    );
+    // The split of the run whose total is the median.
+    let middle = timings[per_frame_order(&per_frame)];
+    let ms = |d: std::time::Duration| 1000.0 * d.as_secs_f64() / n as f64;
+    println!(
+        "split (ms a frame): prepare {:.1}, flow {:.1}, blend {:.1}, restart {:.1}",
+        ms(middle.prepare),
+        ms(middle.flow),
+        ms(middle.blend),
+        ms(middle.restart)
     );
     let hex: String = digests[0].iter().map(|b| format!("{b:02x}")).collect();
     println!("digest {hex}");

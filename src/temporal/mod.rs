@@ -11,6 +11,9 @@
 //! - [`flow`]: [`dis_flow`], dense optical flow by Dense Inverse Search, and [`Flow`].
 //! - [`reliability`]: forward-backward consistency, motion boundaries, the photometric weight,
 //!   locally unchanged pixels.
+//! - [`upsample`]: [`Upsampler`](upsample::Upsampler), the small flow and mask sampled at a
+//!   full-size pixel.
+//! - [`warp`]: the bicubic sample of the previous output where a pixel came from.
 //! - [`stabiliser`]: [`Stabiliser`], the recursive blend with its restarts at cuts and fades.
 //! - [`metric`]: flicker, warping error and the other measures of the benchmark and the tests.
 //!
@@ -24,8 +27,10 @@ pub mod plane;
 pub mod reliability;
 pub mod settings;
 pub mod stabiliser;
+pub mod upsample;
+pub mod warp;
 
 pub use flow::{DisParams, Flow, dis_flow};
 pub use plane::Plane;
 pub use settings::TemporalSettings;
-pub use stabiliser::{Restart, Stabiliser, Step};
+pub use stabiliser::{Restart, Stabiliser, Step, Timings};

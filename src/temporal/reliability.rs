@@ -63,33 +63,43 @@ pub fn photometric(d: f32, sigma: f32) -> f32 {
 /// 1 where no pixel of the 3x3 neighbourhood changed by `threshold` or more between `previous`
 /// and `current` (same size), else 0.
 pub fn unchanged(current: &Plane, previous: &Plane, threshold: f32) -> Vec<bool> {
-    let (w, h) = (current.width, current.height);
-    let diff: Vec<f32> = current
-        .data
-        .iter()
-        .zip(&previous.data)
-        .map(|(a, b)| (a - b).abs())
-        .collect();
-    // Separable maximum: along rows, then along columns.
-    let mut rows = vec![0.0f32; w * h];
-    rows.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
-        let r = &diff[y * w..(y + 1) * w];
-        for (x, o) in out.iter_mut().enumerate() {
-            let lo = x.saturating_sub(1);
-            let hi = (x + 1).min(w - 1);
-            *o = r[lo..=hi].iter().fold(0.0f32, |m, &v| m.max(v));
-        }
-    });
-    let mut out = vec![false; w * h];
-    out.par_chunks_mut(w).enumerate().for_each(|(y, o)| {
-        let lo = y.saturating_sub(1);
-        let hi = (y + 1).min(h - 1);
-        for (x, o) in o.iter_mut().enumerate() {
-            let m = (lo..=hi).fold(0.0f32, |m, yy| m.max(rows[yy * w + x]));
-            *o = m < threshold;
-        }
-    });
+    let w = current.width;
+    let mut out = vec![false; w * current.height];
+    out.par_chunks_mut(w.max(1)).enumerate().for_each_init(
+        || vec![0.0f32; w],
+        |scratch, (y, row)| unchanged_row(current, previous, threshold, y, row, scratch),
+    );
     out
+}
+
+/// Row `y` of [`unchanged`] into `out` (`width` long), with `scratch` (`width` long) to work in:
+/// the blend takes the test a row at a time, where it needs it, instead of a full-size mask.
+pub fn unchanged_row(
+    current: &Plane,
+    previous: &Plane,
+    threshold: f32,
+    y: usize,
+    out: &mut [bool],
+    scratch: &mut [f32],
+) {
+    let (w, h) = (current.width, current.height);
+    // Separable maximum of the absolute change: down the (up to) three rows, then along the row.
+    // A maximum does not depend on the order it is taken in.
+    let column_max = &mut scratch[..w];
+    column_max.fill(0.0);
+    for yy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+        let c = &current.data[yy * w..][..w];
+        let p = &previous.data[yy * w..][..w];
+        for ((m, a), b) in column_max.iter_mut().zip(c).zip(p) {
+            *m = m.max((a - b).abs());
+        }
+    }
+    let out = &mut out[..w];
+    for (x, o) in out.iter_mut().enumerate() {
+        let (lo, hi) = (x.saturating_sub(1), (x + 1).min(w - 1));
+        let m = column_max[lo..=hi].iter().fold(0.0f32, |m, &v| m.max(v));
+        *o = m < threshold;
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! Per frame: the source's luma, a copy halved to the flow's working width, the flows between it
 //! and the previous frame's copy in both directions ([`dis_flow`]), their consistency
-//! ([`consistency`], upsampled to full size), then per pixel a confidence
+//! ([`consistency`], sampled at full size), then per pixel a confidence
 //! `c = consistency * exp(-(d / sigma)^2)` with `d` the difference between the source and the
 //! previous source warped by the same flow, and `out = styled + c (1 - a) (warped - styled)`.
 //! Where the source did not change around a pixel ([`unchanged`]), the previous output is taken
@@ -13,13 +13,24 @@
 //! The filter restarts (the output is the styled frame) on the first frame, after a flat frame
 //! (the black end of a fade), on a jump of the mean luma, and when most pixels are unreliable
 //! (a cut); [`Step`] says which, for logs and benchmarks.
+//!
+//! Cost: the flow works on a small copy; everything at full size is done in one pass over the
+//! rows ([`Stabiliser::blend`]): the still test, the flow and mask sampled only where a pixel
+//! moved ([`Upsampler`]), the warp, the blend and the 8-bit output. The full-size buffers of the
+//! frame before are reused for the next one.
+//!
+//! [`unchanged`]: super::reliability::unchanged
+
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::flow::{Flow, dis_flow};
+use super::flow::dis_flow;
 use super::plane::Plane;
-use super::reliability::{consistency, photometric, unchanged};
+use super::reliability::{consistency, photometric, unchanged_row};
 use super::settings::TemporalSettings;
+use super::upsample::Upsampler;
+use super::warp::sample_rgb_cubic;
 
 /// Why the filter restarted on a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +54,27 @@ pub struct Step {
     pub reliable: f32,
 }
 
+/// Where the time of the pushes so far went, summed over the pushes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// The source's luma, its small copy for the flow, its mean and spread.
+    pub prepare: Duration,
+    /// The flows in both directions and their consistency mask.
+    pub flow: Duration,
+    /// The full-size pass: still test, warp, confidence, blend, 8-bit output.
+    pub blend: Duration,
+    /// A restart's output and state.
+    pub restart: Duration,
+}
+
 /// What the filter keeps of the previous frame.
 #[derive(Debug)]
 struct Previous {
     /// The source's luma, full size.
     luma: Plane,
+    /// Its mean and standard deviation (the next frame's restart tests).
+    mean: f32,
+    std_dev: f32,
     /// The source's luma at the flow's working size.
     small: Plane,
     /// The stabilised output, RGB, `f32`.
@@ -61,6 +88,9 @@ pub struct Stabiliser {
     width: usize,
     height: usize,
     previous: Option<Previous>,
+    /// The full-size buffers of the frame before the previous one (luma, output), for the next.
+    spare: (Vec<f32>, Vec<f32>),
+    timings: Timings,
 }
 
 impl Stabiliser {
@@ -71,7 +101,14 @@ impl Stabiliser {
             width: width as usize,
             height: height as usize,
             previous: None,
+            spare: (Vec::new(), Vec::new()),
+            timings: Timings::default(),
         }
+    }
+
+    /// Where the time of the pushes so far went.
+    pub fn timings(&self) -> Timings {
+        self.timings
     }
 
     /// Stabilises `styled` (packed RGB24), the styled picture of `source` (packed RGB24, same
@@ -83,170 +120,193 @@ impl Stabiliser {
             source.len() == n * 3 && styled.len() == n * 3,
             "frames must be {w}x{h} RGB24"
         );
-        let luma = Plane::luma(source, w, h);
-        let mut small = luma.clone();
-        while small.width > self.settings.flow_width.max(16) as usize && small.width >= 32 {
-            small = small.halve();
-        }
+        let started = Instant::now();
+        let (spare_luma, mut out) = std::mem::take(&mut self.spare);
+        let luma = Plane::luma_in(spare_luma, source, w, h);
+        let max_width = self.settings.flow_width.max(16) as usize;
+        let (small, (mean, std_dev)) = rayon::join(
+            || flow_copy(&luma, max_width),
+            || {
+                let mean = luma.mean();
+                (mean, luma.std_dev_about(mean))
+            },
+        );
         let restart = match &self.previous {
             None => Some(Restart::First),
-            Some(p) if p.luma.std_dev() < self.settings.flat_std => Some(Restart::AfterFlat),
-            Some(p) if (luma.mean() - p.luma.mean()).abs() > self.settings.cut_luma_jump => {
+            Some(p) if p.std_dev < self.settings.flat_std => Some(Restart::AfterFlat),
+            Some(p) if (mean - p.mean).abs() > self.settings.cut_luma_jump => {
                 Some(Restart::LumaJump)
             }
             Some(_) => None,
         };
-        let (out, step) = match (&self.previous, restart) {
+        self.timings.prepare += started.elapsed();
+        out.resize(n * 3, 0.0);
+        let mut bytes = vec![0u8; n * 3];
+        let step = match (&self.previous, restart) {
             (Some(prev), None) => {
-                let (out, reliable) = self.blend(prev, &luma, &small, styled);
+                let (reliable, flow, blend) =
+                    self.blend(prev, &luma, &small, styled, &mut out, &mut bytes);
+                self.timings.flow += flow;
+                self.timings.blend += blend;
                 if 1.0 - reliable > self.settings.cut_fraction {
-                    (
-                        restart_from(styled),
-                        Step {
-                            restart: Some(Restart::Cut),
-                            reliable,
-                        },
-                    )
+                    Step {
+                        restart: Some(Restart::Cut),
+                        reliable,
+                    }
                 } else {
-                    (
-                        out,
-                        Step {
-                            restart: None,
-                            reliable,
-                        },
-                    )
+                    Step {
+                        restart: None,
+                        reliable,
+                    }
                 }
             }
-            (_, restart) => (
-                restart_from(styled),
-                Step {
-                    restart: Some(restart.unwrap_or(Restart::First)),
-                    reliable: 0.0,
-                },
-            ),
+            (_, restart) => Step {
+                restart: Some(restart.unwrap_or(Restart::First)),
+                reliable: 0.0,
+            },
         };
-        let bytes = out
-            .iter()
-            .map(|&v| v.round().clamp(0.0, 255.0) as u8)
-            .collect();
-        self.previous = Some(Previous { luma, small, out });
+        if step.restart.is_some() {
+            let started = Instant::now();
+            restart_from(styled, &mut out, &mut bytes);
+            self.timings.restart += started.elapsed();
+        }
+        let next = Previous {
+            luma,
+            mean,
+            std_dev,
+            small,
+            out,
+        };
+        if let Some(old) = self.previous.replace(next) {
+            self.spare = (old.luma.data, old.out);
+        }
         (bytes, step)
     }
 
-    /// One blended frame and the fraction of reliable pixels.
+    /// Blends the styled frame with the warped previous output into `out` (`f32`) and `bytes`
+    /// (its 8-bit rounding); returns the fraction of reliable pixels and the time the flow and
+    /// the full-size pass took.
     fn blend(
         &self,
         prev: &Previous,
         luma: &Plane,
         small: &Plane,
         styled: &[u8],
-    ) -> (Vec<f32>, f32) {
+        out: &mut [f32],
+        bytes: &mut [u8],
+    ) -> (f32, Duration, Duration) {
         let s = &self.settings;
         let (w, h) = (self.width, self.height);
+        let started = Instant::now();
         let (backward, forward) = rayon::join(
             || dis_flow(small, &prev.small, &s.flow),
             || dis_flow(&prev.small, small, &s.flow),
         );
         let mask_small = consistency(&backward, &forward);
-        let flow: Flow = if backward.width() == w && backward.height() == h {
-            backward
-        } else {
-            backward.resize(w, h)
-        };
-        // Still: no change around the pixel beyond sensor and compression noise. Taken as it
-        // is, whatever the flow says there: flow in flat or noisy areas wanders by fractions of
-        // a pixel, and following it would move the strokes of a still background.
-        let still = unchanged(luma, &prev.luma, s.static_threshold);
+        let flowed = Instant::now();
+        // The flow and the mask at each full-size pixel, where it is asked for. A flow already at
+        // full size is read as it is.
+        let up = Upsampler::new((mask_small.width, mask_small.height), (w, h));
+        let (sx, sy) = up.scale();
+        let full = backward.width() == w && backward.height() == h;
         let keep = 1.0 - s.new_frame_weight();
-        let (mx, my) = (
-            mask_small.width as f32 / w as f32,
-            mask_small.height as f32 / h as f32,
-        );
-        let mut out = vec![0.0f32; w * h * 3];
+        let (sigma, threshold) = (s.photometric_sigma, s.static_threshold);
         let reliable: usize = out
             .par_chunks_mut(w * 3)
+            .zip(bytes.par_chunks_mut(w * 3))
             .enumerate()
-            .map(|(y, row)| {
-                let mut count = 0;
-                for x in 0..w {
-                    let i = y * w + x;
-                    let (c, warped) = if still[i] {
-                        let d = luma.data[i] - prev.luma.data[i];
-                        let c = photometric(d, s.photometric_sigma);
-                        (
-                            c,
-                            [prev.out[3 * i], prev.out[3 * i + 1], prev.out[3 * i + 2]],
-                        )
-                    } else {
-                        let px = x as f32 + flow.u.data[i];
-                        let py = y as f32 + flow.v.data[i];
-                        if px < 0.0 || py < 0.0 || px > (w - 1) as f32 || py > (h - 1) as f32 {
-                            (0.0, [0.0; 3])
+            .map_init(
+                || (vec![false; w], vec![0.0f32; w]),
+                |(still, scratch), (y, (row, row_bytes))| {
+                    // Still: no change around the pixel beyond sensor and compression noise.
+                    // Taken as it is, whatever the flow says there: flow in flat or noisy areas
+                    // wanders by fractions of a pixel, and following it would move the strokes
+                    // of a still background.
+                    unchanged_row(luma, &prev.luma, threshold, y, still, scratch);
+                    let styled = &styled[y * w * 3..][..w * 3];
+                    let mut count = 0;
+                    for x in 0..w {
+                        let i = y * w + x;
+                        let (c, warped) = if still[x] {
+                            let d = luma.data[i] - prev.luma.data[i];
+                            let c = photometric(d, sigma);
+                            (
+                                c,
+                                [prev.out[3 * i], prev.out[3 * i + 1], prev.out[3 * i + 2]],
+                            )
                         } else {
-                            let m = mask_small
-                                .sample((x as f32 + 0.5) * mx - 0.5, (y as f32 + 0.5) * my - 0.5);
-                            let d = luma.data[i] - prev.luma.sample(px, py);
-                            let c = m * photometric(d, s.photometric_sigma);
-                            (c, sample_rgb_cubic(&prev.out, w, h, px, py))
+                            let (u, v) = if full {
+                                (backward.u.data[i], backward.v.data[i])
+                            } else {
+                                (up.at(&backward.u, x, y) / sx, up.at(&backward.v, x, y) / sy)
+                            };
+                            let px = x as f32 + u;
+                            let py = y as f32 + v;
+                            if px < 0.0 || py < 0.0 || px > (w - 1) as f32 || py > (h - 1) as f32 {
+                                (0.0, [0.0; 3])
+                            } else {
+                                let m = up.at(&mask_small, x, y);
+                                let d = luma.data[i] - prev.luma.sample(px, py);
+                                let c = m * photometric(d, sigma);
+                                (c, sample_rgb_cubic(&prev.out, w, h, px, py))
+                            }
+                        };
+                        if c >= 0.5 {
+                            count += 1;
                         }
-                    };
-                    if c >= 0.5 {
-                        count += 1;
+                        let k = c * keep;
+                        for ch in 0..3 {
+                            let st = f32::from(styled[3 * x + ch]);
+                            let v = st + k * (warped[ch] - st);
+                            row[3 * x + ch] = v;
+                            row_bytes[3 * x + ch] = to_u8(v);
+                        }
                     }
-                    let k = c * keep;
-                    for ch in 0..3 {
-                        let st = f32::from(styled[3 * i + ch]);
-                        row[3 * x + ch] = st + k * (warped[ch] - st);
-                    }
-                }
-                count
-            })
+                    count
+                },
+            )
             .sum();
-        (out, reliable as f32 / (w * h) as f32)
+        (
+            reliable as f32 / (w * h) as f32,
+            flowed - started,
+            flowed.elapsed(),
+        )
     }
 }
 
-/// The styled frame as the filter's new state.
-fn restart_from(styled: &[u8]) -> Vec<f32> {
-    styled.iter().map(|&v| f32::from(v)).collect()
-}
-
-/// Catmull-Rom weights of the four taps around a sample at fraction `t` past the second.
-#[inline]
-fn cubic_weights(t: f32) -> [f32; 4] {
-    let (t2, t3) = (t * t, t * t * t);
-    [
-        0.5 * (-t3 + 2.0 * t2 - t),
-        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
-        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
-        0.5 * (t3 - t2),
-    ]
-}
-
-/// Bicubic (Catmull-Rom) sample of packed RGB `f32` at `(x, y)`, inside the frame, edges
-/// clamped. Bicubic rather than bilinear: the blend resamples its own output frame after frame,
-/// and bilinear's low-pass would add up to a visible blur of the strokes on moving content.
-#[inline]
-fn sample_rgb_cubic(rgb: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32; 3] {
-    let (x0, y0) = (x.floor(), y.floor());
-    let (wx, wy) = (cubic_weights(x - x0), cubic_weights(y - y0));
-    let (x0, y0) = (x0 as isize, y0 as isize);
-    let mut o = [0.0f32; 3];
-    for (j, wyj) in wy.iter().enumerate() {
-        let yy = (y0 + j as isize - 1).clamp(0, h as isize - 1) as usize;
-        let mut row = [0.0f32; 3];
-        for (i, wxi) in wx.iter().enumerate() {
-            let xx = (x0 + i as isize - 1).clamp(0, w as isize - 1) as usize;
-            let p = 3 * (yy * w + xx);
-            row[0] += wxi * rgb[p];
-            row[1] += wxi * rgb[p + 1];
-            row[2] += wxi * rgb[p + 2];
+/// The source's luma halved until it is at most `max_width` wide (and no narrower than 16): the
+/// flow's working copy.
+fn flow_copy(luma: &Plane, max_width: usize) -> Plane {
+    let mut small: Option<Plane> = None;
+    loop {
+        let current = small.as_ref().unwrap_or(luma);
+        if current.width <= max_width || current.width < 32 {
+            return small.unwrap_or_else(|| luma.clone());
         }
-        for c in 0..3 {
-            o[c] += wyj * row[c];
-        }
+        small = Some(current.halve());
     }
-    o
+}
+
+/// The styled frame as the filter's new state and output.
+fn restart_from(styled: &[u8], out: &mut [f32], bytes: &mut [u8]) {
+    out.par_chunks_mut(1 << 16)
+        .zip(styled.par_chunks(1 << 16))
+        .for_each(|(o, s)| {
+            for (o, &s) in o.iter_mut().zip(s) {
+                *o = f32::from(s);
+            }
+        });
+    bytes.copy_from_slice(styled);
+}
+
+/// `v.round().clamp(0.0, 255.0) as u8`, exactly (halves away from zero), without the call to
+/// `roundf` that `f32::round` is on x86-64's baseline: the floor of the clamped value by a cast,
+/// plus one where the (exact) fraction left is a half or more. NaN gives 0, as the cast does.
+#[inline]
+fn to_u8(v: f32) -> u8 {
+    let c = v.clamp(0.0, 255.0);
+    let t = c as u8;
+    t + u8::from(c - f32::from(t) >= 0.5)
 }
 
 #[cfg(test)]
