@@ -208,8 +208,9 @@ fn level_flow(
                 }
                 for (px, &ox) in xs.iter().enumerate() {
                     let (u, v) = sparse[py][px];
+                    let taps = i1.row_taps(y as f32 + v);
                     for x in ox..ox + patch {
-                        let diff = i1.sample(x as f32 + u, y as f32 + v) - i0.data[y * width + x];
+                        let diff = i1.sample_in_row(taps, x as f32 + u) - i0.data[y * width + x];
                         let w = 1.0 / diff.abs().max(1.0);
                         su[x] += w * u;
                         sv[x] += w * v;
@@ -280,8 +281,9 @@ fn search_patch(
     let residual = |u: f32, v: f32, warped: &mut [f32]| -> f32 {
         let mut k = 0;
         for y in oy..oy + patch {
+            let taps = i1.row_taps(y as f32 + v);
             for x in ox..ox + patch {
-                warped[k] = i1.sample(x as f32 + u, y as f32 + v);
+                warped[k] = i1.sample_in_row(taps, x as f32 + u);
                 k += 1;
             }
         }

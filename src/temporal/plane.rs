@@ -3,6 +3,18 @@
 
 use rayon::prelude::*;
 
+/// The rows above and below a vertical position and the weight of the lower one: see
+/// [`Plane::row_taps`].
+#[derive(Debug, Clone, Copy)]
+pub struct RowTaps {
+    /// Offset of the upper row.
+    top: usize,
+    /// Offset of the lower row.
+    bottom: usize,
+    /// Weight of the lower row.
+    frac: f32,
+}
+
 /// One channel, row-major, `data.len() == width * height`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plane {
@@ -62,19 +74,35 @@ impl Plane {
     /// Bilinear sample at `(x, y)` (pixel centres at integers), clamped to the edge.
     #[inline]
     pub fn sample(&self, x: f32, y: f32) -> f32 {
-        let x = x.clamp(0.0, (self.width - 1) as f32);
+        self.sample_in_row(self.row_taps(y), x)
+    }
+
+    /// The vertical half of [`Plane::sample`] at `y`: the flow samples a patch row by row, so
+    /// the rows and the weight between them are found once per row instead of once per pixel.
+    #[inline]
+    pub fn row_taps(&self, y: f32) -> RowTaps {
         let y = y.clamp(0.0, (self.height - 1) as f32);
         // The floor of a non-negative coordinate by a cast: `f32::floor` is a call to `floorf` on
         // x86-64's baseline, and this runs millions of times a frame.
-        let (x0, y0) = (x as usize, y as usize);
-        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let y0 = y as usize;
+        RowTaps {
+            top: y0 * self.width,
+            bottom: (y0 + 1).min(self.height - 1) * self.width,
+            frac: y - y0 as f32,
+        }
+    }
+
+    /// [`Plane::sample`] at `(x, y)`, given `taps`, the [`Plane::row_taps`] of `y`.
+    #[inline]
+    pub fn sample_in_row(&self, taps: RowTaps, x: f32) -> f32 {
+        let x = x.clamp(0.0, (self.width - 1) as f32);
+        let x0 = x as usize;
+        let fx = x - x0 as f32;
         let x1 = (x0 + 1).min(self.width - 1);
-        let y1 = (y0 + 1).min(self.height - 1);
-        let r0 = y0 * self.width;
-        let r1 = y1 * self.width;
+        let (r0, r1) = (taps.top, taps.bottom);
         let top = self.data[r0 + x0] + fx * (self.data[r0 + x1] - self.data[r0 + x0]);
         let bottom = self.data[r1 + x0] + fx * (self.data[r1 + x1] - self.data[r1 + x0]);
-        top + fy * (bottom - top)
+        top + taps.frac * (bottom - top)
     }
 
     /// Half the size in each direction (rounded down, at least 1), each pixel the mean of the

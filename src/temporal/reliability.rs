@@ -57,7 +57,13 @@ pub fn consistency(backward: &Flow, forward: &Flow) -> Plane {
 /// The photometric weight of a luma difference `d`: `exp(-(d / sigma)^2)`.
 #[inline]
 pub fn photometric(d: f32, sigma: f32) -> f32 {
-    (-(d / sigma).powi(2)).exp()
+    let q = d / sigma;
+    // `exp(-0)` is exactly 1: the call is skipped on the many pixels of a still picture that
+    // decode to the same luma frame after frame.
+    if q == 0.0 {
+        return 1.0;
+    }
+    (-q.powi(2)).exp()
 }
 
 /// 1 where no pixel of the 3x3 neighbourhood changed by `threshold` or more between `previous`
@@ -95,11 +101,17 @@ pub fn unchanged_row(
         }
     }
     let out = &mut out[..w];
-    for (x, o) in out.iter_mut().enumerate() {
+    let edge = |x: usize| {
         let (lo, hi) = (x.saturating_sub(1), (x + 1).min(w - 1));
-        let m = column_max[lo..=hi].iter().fold(0.0f32, |m, &v| m.max(v));
-        *o = m < threshold;
+        column_max[lo..=hi].iter().fold(0.0f32, |m, &v| m.max(v)) < threshold
+    };
+    out[0] = edge(0);
+    if w > 2 {
+        for (o, c) in out[1..w - 1].iter_mut().zip(column_max.windows(3)) {
+            *o = c[0].max(c[1]).max(c[2]) < threshold;
+        }
     }
+    out[w - 1] = edge(w - 1);
 }
 
 #[cfg(test)]

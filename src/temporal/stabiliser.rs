@@ -364,6 +364,18 @@ mod tests {
     }
 
     #[test]
+    fn the_8_bit_output_rounds_as_f32_round_does() {
+        let mut values = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0];
+        for k in -2000..=(256 * 8) {
+            let v = k as f32 / 8.0;
+            values.extend([v, v.next_down(), v.next_up(), v + 0.3]);
+        }
+        for v in values {
+            assert_eq!(to_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+        }
+    }
+
+    #[test]
     fn a_cut_restarts_the_filter() {
         let (w, h) = (64, 48);
         let mut stab = Stabiliser::new(TemporalSettings::default(), w as u32, h as u32);
