@@ -15,7 +15,7 @@
 //! (a cut); [`Step`] says which, for logs and benchmarks.
 //!
 //! Cost: the flow works on a small copy; everything at full size is done in one pass over the
-//! rows ([`Stabiliser::blend`]): the still test, the flow and mask sampled only where a pixel
+//! rows (`Stabiliser::blend`): the still test, the flow and mask sampled only where a pixel
 //! moved ([`Upsampler`]), the warp, the blend and the 8-bit output. The full-size buffers of the
 //! frame before are reused for the next one.
 //!
