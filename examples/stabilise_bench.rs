@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Decodes the first `frames` (default 48) frames of `clip` (default
-//! `.cache/footage/bigbuckbunny.mp4`) with an ffmpeg child, makes a deterministic "styled" frame
+//! `.cache/footage/bigbuckbunny.mp4`) as the pipeline does (`media::decode_frames`), makes a deterministic "styled" frame
 //! from each (a colour-mixed copy moved by a few pixels, with per-frame noise: the filter does not
 //! care where styled frames come from), holds them all in memory, then runs a fresh
 //! [`Stabiliser`] with the default settings over them `runs` (default 3) times. Prints the median
@@ -15,60 +15,12 @@
 //! [`Step`]: a change that is meant to make the filter cheaper must leave the digest as
 //! it is.
 
-use std::io::Read as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{bail, ensure};
 use sha2::{Digest as _, Sha256};
 use stylefleet::temporal::{Restart, Stabiliser, Step, TemporalSettings};
-
-/// Width and height of the clip's first video stream.
-fn size(clip: &PathBuf) -> anyhow::Result<(usize, usize)> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=width,height", "-of", "csv=p=0"])
-        .arg(clip)
-        .output()
-        .context("run ffprobe")?;
-    ensure!(out.status.success(), "ffprobe failed on {}", clip.display());
-    let text = String::from_utf8(out.stdout)?;
-    let (w, h) = text
-        .trim()
-        .split_once(',')
-        .context("ffprobe printed no size")?;
-    Ok((w.parse()?, h.parse()?))
-}
-
-/// The first `n` frames of `clip`, packed RGB24.
-fn decode(clip: &PathBuf, n: usize, frame_len: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut child = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-noautorotate", "-i"])
-        .arg(clip)
-        .args(["-map", "0:v:0", "-frames:v", &n.to_string()])
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("run ffmpeg")?;
-    let mut stdout = child.stdout.take().context("ffmpeg has no output")?;
-    let mut frames = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut frame = vec![0u8; frame_len];
-        if stdout.read_exact(&mut frame).is_err() {
-            break;
-        }
-        frames.push(frame);
-    }
-    drop(stdout);
-    child.wait()?;
-    ensure!(
-        !frames.is_empty(),
-        "no frame decoded from {}",
-        clip.display()
-    );
-    Ok(frames)
-}
 
 /// A deterministic stand-in for the network's picture of `source` (frame `t`): each channel a mix
 /// of the source's three, taken 3 pixels left and 2 up (edges clamped), plus noise that changes
@@ -111,19 +63,15 @@ fn restart_code(restart: Option<Restart>) -> u8 {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// The index of the median of `values`.
-fn per_frame_order(values: &[f64]) -> usize {
+fn median_index(values: &[f64]) -> usize {
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
     order[order.len() / 2]
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(Ok(48), |a| a.parse())?;
     let runs: usize = args.next().map_or(Ok(3), |a| a.parse())?;
@@ -134,9 +82,10 @@ fn main() -> anyhow::Result<()> {
     if args.next().is_some() || runs == 0 || n == 0 {
         bail!("usage: stabilise_bench [frames] [runs] [clip]");
     }
-    let (w, h) = size(&clip)?;
-    let sources = decode(&clip, n, w * h * 3)?;
-    let n = sources.len();
+    let probe = stylefleet::media::probe(&clip).await?;
+    let (w, h) = (probe.video.width as usize, probe.video.height as usize);
+    let n = n.min(probe.frames.len());
+    let sources = stylefleet::media::decode_frames(&clip, &probe, 0..n as u64).await?;
     let styled: Vec<Vec<u8>> = sources
         .iter()
         .enumerate()
@@ -190,13 +139,14 @@ fn main() -> anyhow::Result<()> {
         blended.iter().sum::<f32>() / blended.len().max(1) as f32
     );
     let runs_text: Vec<String> = per_frame.iter().map(|v| format!("{v:.1}")).collect();
+    // The run whose total is the median, and its split.
+    let median = median_index(&per_frame);
     println!(
         "push: {:.1} ms a frame (median of {runs}: {})",
-        median(&mut per_frame.clone()),
+        per_frame[median],
         runs_text.join(" ")
     );
-    // The split of the run whose total is the median.
-    let middle = timings[per_frame_order(&per_frame)];
+    let middle = timings[median];
     let ms = |d: std::time::Duration| 1000.0 * d.as_secs_f64() / n as f64;
     println!(
         "split (ms a frame): prepare {:.1}, flow {:.1}, blend {:.1}, restart {:.1}",

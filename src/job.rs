@@ -278,8 +278,8 @@ impl BatchPlan {
 ///
 /// Every batch costs about the same, so the batches make whole rounds of the fleet: 132 frames
 /// at 16 for two workers become 10 batches of 14 and 13 (five each) rather than nine of 15 and 14,
-/// where one worker styles the ninth alone while the other waits, about 7% of the job's time on
-/// two CPU cores. The same rule makes 100 frames at 16 seven batches of 15 and 14 for one worker,
+/// where one worker styles the ninth alone while the other waits (with them, the two workers of a
+/// `process` run on two CPU cores ended 3 s apart). The same rule makes 100 frames at 16 seven batches of 15 and 14 for one worker,
 /// not six of 16 and one of 4 that runs alone at the end, and a clip shorter than a batch a batch
 /// per worker. Every frame is in exactly one batch, which is the point of doing it here rather
 /// than with a division at the call site. A manifest keeps the plan it was made with, so a job

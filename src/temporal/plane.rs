@@ -170,11 +170,6 @@ impl Plane {
         (self.data.iter().map(|&v| f64::from(v)).sum::<f64>() / self.data.len() as f64) as f32
     }
 
-    /// Standard deviation of all values.
-    pub fn std_dev(&self) -> f32 {
-        self.std_dev_about(self.mean())
-    }
-
     /// Standard deviation of all values around `mean`, their [`Plane::mean`] (computed once by
     /// a caller that needs both).
     pub fn std_dev_about(&self, mean: f32) -> f32 {

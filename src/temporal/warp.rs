@@ -28,26 +28,35 @@ pub fn sample_rgb_cubic(rgb: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32
     // The floor of a non-negative coordinate by a cast (`f32::floor` is a call on x86-64's
     // baseline).
     let (x0, y0) = (x as usize, y as usize);
+    if !(x0 >= 1 && x0 + 2 < w && y0 >= 1 && y0 + 2 < h) {
+        return sample_clamped(rgb, w, h, x, y);
+    }
     let (wx, wy) = (cubic_weights(x - x0 as f32), cubic_weights(y - y0 as f32));
     let mut o = [0.0f32; 3];
-    if x0 >= 1 && x0 + 2 < w && y0 >= 1 && y0 + 2 < h {
-        for (j, wyj) in wy.iter().enumerate() {
-            let start = 3 * ((y0 + j - 1) * w + x0 - 1);
-            let taps = &rgb[start..start + 12];
-            let mut row = [0.0f32; 3];
-            for (i, wxi) in wx.iter().enumerate() {
-                let p = &taps[3 * i..3 * i + 3];
-                row[0] += wxi * p[0];
-                row[1] += wxi * p[1];
-                row[2] += wxi * p[2];
-            }
-            for c in 0..3 {
-                o[c] += wyj * row[c];
-            }
+    for (j, wyj) in wy.iter().enumerate() {
+        let start = 3 * ((y0 + j - 1) * w + x0 - 1);
+        let taps = &rgb[start..start + 12];
+        let mut row = [0.0f32; 3];
+        for (i, wxi) in wx.iter().enumerate() {
+            let p = &taps[3 * i..3 * i + 3];
+            row[0] += wxi * p[0];
+            row[1] += wxi * p[1];
+            row[2] += wxi * p[2];
         }
-        return o;
+        for c in 0..3 {
+            o[c] += wyj * row[c];
+        }
     }
+    o
+}
+
+/// [`sample_rgb_cubic`] with every tap's index clamped to the frame: the path of samples near
+/// the border, and the reference the unclamped inside path must equal.
+fn sample_clamped(rgb: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32; 3] {
+    let (x0, y0) = (x as usize, y as usize);
+    let (wx, wy) = (cubic_weights(x - x0 as f32), cubic_weights(y - y0 as f32));
     let (x0, y0) = (x0 as isize, y0 as isize);
+    let mut o = [0.0f32; 3];
     for (j, wyj) in wy.iter().enumerate() {
         let yy = (y0 + j as isize - 1).clamp(0, h as isize - 1) as usize;
         let mut row = [0.0f32; 3];
@@ -69,29 +78,6 @@ pub fn sample_rgb_cubic(rgb: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32
 mod tests {
     use super::*;
 
-    /// The clamped path alone, as a reference for the inside one.
-    fn clamped(rgb: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32; 3] {
-        let (x0, y0) = (x.floor(), y.floor());
-        let (wx, wy) = (cubic_weights(x - x0), cubic_weights(y - y0));
-        let (x0, y0) = (x0 as isize, y0 as isize);
-        let mut o = [0.0f32; 3];
-        for (j, wyj) in wy.iter().enumerate() {
-            let yy = (y0 + j as isize - 1).clamp(0, h as isize - 1) as usize;
-            let mut row = [0.0f32; 3];
-            for (i, wxi) in wx.iter().enumerate() {
-                let xx = (x0 + i as isize - 1).clamp(0, w as isize - 1) as usize;
-                let p = 3 * (yy * w + xx);
-                row[0] += wxi * rgb[p];
-                row[1] += wxi * rgb[p + 1];
-                row[2] += wxi * rgb[p + 2];
-            }
-            for c in 0..3 {
-                o[c] += wyj * row[c];
-            }
-        }
-        o
-    }
-
     #[test]
     fn inside_and_border_samples_equal_the_clamped_sum() {
         let (w, h) = (9, 6);
@@ -103,7 +89,7 @@ mod tests {
             let y = (k as f32 * 0.53) % (h - 1) as f32;
             let (a, b) = (
                 sample_rgb_cubic(&rgb, w, h, x, y),
-                clamped(&rgb, w, h, x, y),
+                sample_clamped(&rgb, w, h, x, y),
             );
             assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "at ({x}, {y})");
         }
