@@ -159,6 +159,28 @@ async fn two_workers_get_whole_rounds_of_batches() {
     );
 }
 
+#[tokio::test]
+async fn another_worker_count_resumes_the_same_job_with_its_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clips::cfr_with_aac(dir.path(), 64, 48, 12, 25);
+    let data = dir.path().join("data");
+    // Two workers: 12 frames at 4 are three batches, made four (two rounds).
+    let first = sp::process(&data, &clip, &dir.path().join("first.mp4"), 2, 4);
+    assert_success("process --workers 2", &first);
+    let job = sp::job_of_process(&first);
+    let planned = planned_ranges(&data, &job);
+    assert_eq!(planned, [(0, 3), (3, 6), (6, 9), (9, 12)]);
+    // The same video with three workers is the same job, not a second one cut for three: the
+    // worker count is how a job runs, not what it makes.
+    let second_out = dir.path().join("second.mp4");
+    let second = sp::process(&data, &clip, &second_out, 3, 4);
+    assert_success("process --workers 3", &second);
+    assert_eq!(sp::job_of_process(&second), job);
+    assert_eq!(sp::job_dirs(&data).len(), 1, "{:?}", sp::job_dirs(&data));
+    assert_eq!(planned_ranges(&data, &job), planned);
+    assert_frame_exact(&clip, &second_out).await;
+}
+
 /// The frame ranges of `job`'s batches, as its manifest plans them.
 fn planned_ranges(data: &Path, job: &str) -> Vec<(u64, u64)> {
     let manifest: serde_json::Value = serde_json::from_slice(
